@@ -1,0 +1,1 @@
+"""Parity: comparing port outputs with golden tensors, and the pytest plugin."""
