@@ -1,0 +1,147 @@
+"""The detector: recording -> stage A windows -> B mel dB -> C crop/pad -> normalize -> model
+-> softmax -> confidence -> aggregate (golden/README.md §1-§5), batched and streamed.
+
+Only ``porting.frontend.decode`` touches the filesystem; every other step is a pure function over
+a batch of windows, so memory is bounded by ``batch_size`` whatever the recording's length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from .aggregate import Aggregate, AggregateConfig, aggregate
+from .errors import PortingError
+from .frontend.config import FrontendConfig
+from .frontend.decode import AudioInfo, probe
+from .frontend.mel import mel_db
+from .frontend.normalize import normalize
+from .frontend.pad import crop_pad
+from .frontend.windows import iter_windows, plan_windows
+
+
+@dataclass
+class FileResult:
+    """What one recording gave: per-window outputs plus the legacy per-second table."""
+
+    path: Path
+    logits: torch.Tensor  # [W, K] float32
+    probs: torch.Tensor  # [W, K] float32
+    confidence: torch.Tensor  # [W] float32
+    table: Aggregate
+
+    def to_dict(self) -> dict:
+        d = {"file": str(self.path), "n_windows": int(self.confidence.numel())}
+        d.update(self.table.to_dict())
+        for row, logits, probs in zip(d["windows"], self.logits.tolist(), self.probs.tolist()):
+            row["logits"] = logits
+            row["probs"] = probs
+        return d
+
+
+@dataclass
+class FileError:
+    path: Path
+    error: PortingError
+
+    def to_dict(self) -> dict:
+        return {"file": str(self.path), "error": {"type": type(self.error).__name__, "message": str(self.error)}}
+
+
+@dataclass
+class Detector:
+    """A loaded model plus everything needed to run the legacy detector with it."""
+
+    model: torch.nn.Module
+    config: dict
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 32
+    aggregate_cfg: AggregateConfig = field(default_factory=AggregateConfig)
+
+    @classmethod
+    def load(cls, model_path: str | Path, device: str | torch.device = "cpu", **kw) -> "Detector":
+        from .convert import load_model
+
+        device = torch.device(device)
+        model, config = load_model(model_path, device=device)
+        return cls(model=model, config=config, device=device, **kw)
+
+    @property
+    def frontend(self) -> FrontendConfig:
+        return FrontendConfig.from_dict(self.config.get("frontend", {}))
+
+    @property
+    def positive_index(self) -> int:
+        return int(self.config["positive_index"])
+
+    def _stats(self):
+        norm = self.config.get("normalize")
+        return (norm["mean"], norm["std"]) if norm else (None, None)
+
+    @torch.inference_mode()
+    def forward_windows(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage A output ``[B, 40000]`` -> (logits ``[B, K]``, probs ``[B, K]``)."""
+        fe = self.frontend
+        mean, std = self._stats()
+        x = mel_db(waveform.to(self.device), fe.mel)
+        x = crop_pad(x, fe.pad)
+        x = normalize(x, mean, std)
+        logits = self.model(x).float()
+        # fastai's predict applies the loss's activation: softmax over the last axis (README §4).
+        return logits, torch.softmax(logits, dim=-1)
+
+    def run(self, path: str | Path, on_batch: Callable[[int], None] | None = None) -> FileResult:
+        """Detect on one recording. Raises ``AudioError`` for unusable input (e.g. shorter than 2 s)."""
+        info: AudioInfo = probe(path)
+        logits, probs = [], []
+        for _, wave in iter_windows(info, self.batch_size, self.frontend.windows):
+            lg, pr = self.forward_windows(wave)
+            logits.append(lg.cpu())
+            probs.append(pr.cpu())
+            if on_batch is not None:
+                on_batch(len(wave))
+        logits_t, probs_t = torch.cat(logits), torch.cat(probs)
+        conf = probs_t[:, self.positive_index].contiguous()
+        table = aggregate(conf.numpy(), Path(path).name, self.aggregate_cfg)
+        return FileResult(Path(path), logits_t, probs_t, conf, table)
+
+    def n_windows(self, path: str | Path) -> int:
+        return len(plan_windows(probe(path).duration_s, self.frontend.windows))
+
+
+def run_many(det: Detector, paths: Iterable[str | Path], progress: bool = False) -> list[FileResult | FileError]:
+    """Run ``det`` on each path; a bad file gives a ``FileError`` and the others still run.
+
+    With ``progress``, a tqdm bar on stderr counts windows (and shows windows/s) across all files.
+    """
+    from tqdm import tqdm
+
+    paths = [Path(p) for p in paths]
+    out: list[FileResult | FileError] = []
+    with tqdm(total=0, unit="win", disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        for p in paths:
+            bar.set_description(p.name)
+            try:
+                bar.total += det.n_windows(p)
+                bar.refresh()
+                out.append(det.run(p, on_batch=bar.update))
+            except PortingError as err:
+                out.append(FileError(p, err))
+    return out
+
+
+def detect(
+    paths: str | Path | Iterable[str | Path],
+    model: str | Path | Detector,
+    *,
+    device: str = "cpu",
+    batch_size: int = 32,
+) -> list[FileResult | FileError]:
+    """Run the detector on one or many recordings; a bad file gives a ``FileError``, the rest go on."""
+    det = model if isinstance(model, Detector) else Detector.load(model, device=device, batch_size=batch_size)
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    return run_many(det, paths)
