@@ -1,0 +1,156 @@
+"""``port convert``: pickle -> ``model.safetensors`` + ``config.json``, and ``load_model`` for both.
+
+The output directory is written atomically: everything goes into a temp dir beside ``out`` which is
+renamed into place only when complete, so a failure leaves nothing behind. ``config.json`` carries
+what the pickle knew besides the weights (architecture tree, classes, positive index and its rule,
+normalization, output activation) and the legacy preprocessing config (golden/README.md §1-§3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import ExportError, MalformedModelError
+from .frontend.config import FrontendConfig
+from .layers import build_model, build_module
+from .learner import LearnerSpec, read_learner
+from .learner.spec import ModuleNode
+
+CONFIG_FORMAT = "porting.model/1"
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+def make_config(spec: LearnerSpec) -> dict:
+    """The config.json dict for a spec (plain JSON types only, so a round trip gives the same dict)."""
+    from . import __version__
+
+    cfg = {
+        "format": CONFIG_FORMAT,
+        "porting_version": __version__,
+        "source": {
+            "file": spec.source.file,
+            "sha256": spec.source.sha256,
+            "size_bytes": spec.source.size_bytes,
+            "container": spec.source.container,
+            "kind": spec.source.kind,
+        },
+        "classes": list(spec.classes) if spec.classes is not None else None,
+        "positive_index": spec.positive_index,
+        "positive_rule": spec.positive_rule,
+        "normalize": spec.normalize,
+        "normalize_rule": "x = (x - mean[c]) / std[c] per channel c, before the model (golden/README.md §4)",
+        "activation": spec.activation,
+        "frontend": FrontendConfig().to_dict(),
+        "architecture": spec.tree.to_dict(),
+        "state_dict": {k: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+                       for k, t in spec.state_dict.items()},
+    }
+    return json.loads(json.dumps(cfg))
+
+
+def convert(model: str | Path, out: str | Path, overwrite: bool = False) -> dict:
+    """Read ``model`` without executing it, rebuild and check the network, write ``out`` atomically.
+
+    Returns a summary dict (see ``format_summary``). Raises typed ``PortingError``s.
+    """
+    model, out = Path(model), Path(out)
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    spec = read_learner(model)
+    net = build_model(spec)  # proves the tree is rebuildable before anything is written
+    config = make_config(spec)
+    state = {k: t.detach().to("cpu").contiguous().clone() for k, t in spec.state_dict.items()}
+
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ExportError(f"{out}: parent directory {parent} does not exist; create it first")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    try:
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the result should look like any new directory
+        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "source_sha256": spec.source.sha256})
+        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n")
+        for f in (WEIGHTS_NAME, CONFIG_NAME):
+            os.chmod(tmp / f, 0o644)
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            os.rename(out, old / out.name)
+            os.rename(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, out)
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot write the converted model ({exc.strerror or exc}); check the directory") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        "out": str(out),
+        "source": spec.source.file,
+        "sha256": spec.source.sha256,
+        "kind": spec.source.kind,
+        "container": spec.source.container,
+        "modules": sum(1 for _ in spec.tree.walk()),
+        "tensors": len(state),
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+        "bytes": int(sum(t.numel() * t.element_size() for t in state.values())),
+        "classes": config["classes"],
+        "positive_index": config["positive_index"],
+        "normalize": config["normalize"],
+        "activation": config["activation"],
+        "stubbed": sum(1 for g in spec.globals if g["status"] == "stubbed"),
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """Short human summary printed by ``port convert``."""
+    return "\n".join(
+        [
+            f"converted {summary['source']} ({summary['kind']}, {summary['container']}) -> {summary['out']}",
+            f"  {summary['modules']} modules, {summary['tensors']} tensors, {summary['parameters']:,} parameters, "
+            f"{summary['bytes']:,} bytes",
+            f"  classes {summary['classes']}, positive index {summary['positive_index']}",
+            f"  normalize {summary['normalize']}, activation {summary['activation']}",
+            f"  {summary['stubbed']} pickle globals kept as inert records (nothing executed)",
+        ]
+    )
+
+
+def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
+    try:
+        config = json.loads((path / CONFIG_NAME).read_text())
+    except (OSError, ValueError) as exc:
+        raise MalformedModelError(f"{path / CONFIG_NAME}: cannot read ({exc}); re-run `port convert`") from exc
+    if config.get("format") != CONFIG_FORMAT or "architecture" not in config:
+        raise MalformedModelError(f"{path / CONFIG_NAME}: not a porting model config; re-run `port convert`")
+    try:
+        state = load_file(str(path / WEIGHTS_NAME))
+    except Exception as exc:  # safetensors raises its own error types
+        raise MalformedModelError(f"{path / WEIGHTS_NAME}: cannot read ({exc}); re-run `port convert`") from exc
+    order = list(config.get("state_dict", {}).keys()) or sorted(state)
+    if set(order) != set(state):
+        raise MalformedModelError(f"{path / WEIGHTS_NAME}: tensors do not match config.json; re-run `port convert`")
+    ordered = {k: state[k] for k in order}
+    return build_module(ModuleNode.from_dict(config["architecture"]), ordered), config
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """``(model, config)`` from a learner ``.pkl`` or a directory written by ``convert``.
+
+    ``model`` is in eval mode and equals the legacy ``learn.model`` (normalization is NOT folded in:
+    ``config['normalize']`` carries it); both paths give bitwise-identical outputs.
+    """
+    path = Path(path)
+    if path.is_dir():
+        model, config = _load_dir(path)
+    else:
+        spec = read_learner(path)
+        model, config = build_model(spec), make_config(spec)
+    return model.to(device), config
