@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 import torch
 
 from .aggregate import Aggregate, AggregateConfig, aggregate
-from .errors import PortingError
+from .errors import PortingError, UnsupportedModelError
 from .frontend.config import FrontendConfig
 from .frontend.decode import AudioInfo, probe
 from .frontend.mel import mel_db
@@ -66,8 +66,12 @@ class Detector:
         from .convert import load_model
 
         device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UnsupportedModelError(f"--device {device}: no CUDA device on this machine; use --device cpu")
         model, config = load_model(model_path, device=device)
-        return cls(model=model, config=config, device=device, **kw)
+        det = cls(model=model, config=config, device=device, **kw)
+        det.positive_index  # fail at load time, not after decoding the first file
+        return det
 
     @property
     def frontend(self) -> FrontendConfig:
@@ -75,7 +79,27 @@ class Detector:
 
     @property
     def positive_index(self) -> int:
-        return int(self.config["positive_index"])
+        idx = self.config.get("positive_index")
+        if idx is None:
+            raise UnsupportedModelError(
+                f"{self.config.get('source', {}).get('file', 'model')}: no positive class among "
+                f"{self.config.get('classes')}; the detector needs a class named 'positive' or two classes"
+            )
+        return int(idx)
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """The activation fastai's ``predict`` applied, as recorded from the loss (README §4: softmax)."""
+        act = self.config.get("activation") or {"name": "softmax", "dim": -1}
+        name = act.get("name")
+        if name == "softmax":
+            return torch.softmax(logits, dim=act.get("dim", -1))
+        if name == "sigmoid":
+            return torch.sigmoid(logits)
+        if name == "exp":
+            return torch.exp(logits)
+        if name == "identity":
+            return logits
+        raise UnsupportedModelError(f"output activation {name!r} is not supported by the detector")
 
     def _stats(self):
         norm = self.config.get("normalize")
@@ -90,8 +114,7 @@ class Detector:
         x = crop_pad(x, fe.pad)
         x = normalize(x, mean, std)
         logits = self.model(x).float()
-        # fastai's predict applies the loss's activation: softmax over the last axis (README §4).
-        return logits, torch.softmax(logits, dim=-1)
+        return logits, self.activate(logits)
 
     def run(self, path: str | Path, on_batch: Callable[[int], None] | None = None) -> FileResult:
         """Detect on one recording. Raises ``AudioError`` for unusable input (e.g. shorter than 2 s)."""

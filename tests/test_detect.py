@@ -95,3 +95,11 @@ def test_nan_recording_fails_cleanly(tmp_path):
     sf.write(p, x, 16000, subtype="FLOAT")
     (res,) = detect([p], GOLDEN / "models" / "sq11-norm.pkl")
     assert isinstance(res, FileError) and "nan.wav" in str(res.error)
+
+
+def test_model_without_positive_class_is_refused_at_load(fixtures_dir):
+    """xresnet_norm has three classes and none named 'positive': no confidence is defined."""
+    from porting.errors import UnsupportedModelError
+
+    with pytest.raises(UnsupportedModelError, match="positive"):
+        Detector.load(fixtures_dir / "fastai2" / "xresnet_norm.pkl")
