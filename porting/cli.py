@@ -58,6 +58,95 @@ def inspect(
     typer.echo(json.dumps(report, indent=1) if as_json else format_report(report))
 
 
+@app.command()
+def detect(
+    audio: List[Path] = typer.Argument(..., help="recordings (WAV); each is scored in 2-s windows with a 1-s hop"),
+    model: Path = typer.Option(..., "--model", "-m", help="converted model DIR (from `port convert`) or a learner .pkl"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write per-window and per-second results as JSON here"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="windows per forward pass"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
+):
+    """Run the legacy OrcaHello detector without fastai: per-window confidences and the per-second
+    table (each interior second = mean of the two windows covering it), as production computed them."""
+    from .detect import Detector, FileError, run_many
+    from .summary import format_detection
+
+    det = _run(Detector.load, model, device=device, batch_size=batch_size)
+    results = run_many(det, audio, progress=progress)
+    typer.echo(format_detection(results, det.aggregate_cfg.threshold))
+    if json_out is not None:
+        payload = {"model": det.config.get("source", {}), "files": [r.to_dict() for r in results]}
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(payload, indent=1) + "\n")
+        typer.echo(f"wrote {json_out}")
+    failed = [r for r in results if isinstance(r, FileError)]
+    for r in failed:
+        typer.echo(f"error: {r.path}: {r.error}", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+golden_app = typer.Typer(no_args_is_help=True, help="The golden store: captured legacy tensors, the specification.")
+app.add_typer(golden_app, name="golden")
+
+
+@golden_app.command("verify")
+def golden_verify(
+    directory: Path = typer.Argument(Path("golden"), help="golden store holding MANIFEST.json"),
+):
+    """Check every file of DIRECTORY against MANIFEST.json (sha256 and size): missing, extra and changed
+    files, and cases whose model/audio no longer match. Exit 1 with the list when anything differs."""
+    from .golden import verify_store
+
+    result = _run(verify_store, directory)
+    if result.ok:
+        typer.echo(f"ok: {result.n_files} files, {result.n_bytes:,} bytes match {directory / 'MANIFEST.json'}")
+        return
+    for line in result.problems():
+        typer.echo(line)
+    _fail(PortingError(
+        f"{directory}: {len(result.problems())} difference(s) from MANIFEST.json; restore the files from version "
+        "control, or regenerate with tools/regenerate_golden (reference/README.md)"
+    ))
+
+
+@app.command()
+def parity(
+    golden: Path = typer.Option(Path("golden"), "--golden", "-g", help="golden/cases/<case>.json or a golden store (every case)"),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="converted DIR or .pkl (default: each case's own model in golden/models)"),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (TF32 disabled)"),
+    report: Optional[Path] = typer.Option(None, "--report", help="write OUT/report.md and PNGs here"),
+    batch_size: int = typer.Option(16, "--batch-size", min=1, help="windows per forward pass for all.*"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write every stage's statistics as JSON"),
+):
+    """Run the port on each golden case's recording and compare every stage with the legacy capture at
+    1e-5 (chained from the recording, and each stage fed its golden input). Exit 1 if any stage fails."""
+    from .parity.report import format_table, write_report
+    from .parity.run import reports_json, run_parity
+
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail(PortingError(f"--device {device}: no CUDA device on this machine; use --device cpu"))
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    runs = _run(run_parity, golden, model, device, batch_size, lambda name: typer.echo(f"checking {name} ...", err=True))
+    typer.echo(format_table(runs))
+    if report is not None:
+        typer.echo(f"wrote {_run(write_report, runs, report)}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(reports_json(runs) + "\n")
+    failed = [r.report for r in runs if not r.report.passed]
+    if failed:
+        for r in failed:
+            for s in r.failures():
+                typer.echo(f"FAIL {r.case}: {s.message()}", err=True)
+        _fail(PortingError(f"parity failed for {len(failed)} of {len(runs)} case(s): {', '.join(r.case for r in failed)}"))
+
+
 def main() -> None:  # pragma: no cover - console entry for `python -m porting`
     app()
 

@@ -4,18 +4,24 @@ A case is ``<model>__<recording>.json`` + ``.safetensors`` (format: golden/READM
 "Case format"). Some ``A.*`` tensors are stored as exact integer sample codes and
 ``X.model_input`` may be an alias of ``C.padded``; the JSON's ``tensor_storage`` says
 which. ``load_case`` undoes both so callers only ever see the logical tensors.
+
+The store itself (models/, audio/, cases/) is made tamper-evident by ``MANIFEST.json``:
+``write_manifest`` records it, ``verify_store`` (``port golden verify``) checks it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file
+from typing import TYPE_CHECKING
 
 from .errors import GoldenError
+
+if TYPE_CHECKING:  # torch is imported where tensors are loaded: `port golden verify` needs only hashlib
+    import torch
 
 _INT_SCALE = {"int16": 32768.0, "int32": 2.0**31}
 
@@ -46,6 +52,8 @@ class Case:
 
 
 def _decode(name: str, t: torch.Tensor, storage: dict) -> torch.Tensor:
+    import torch
+
     how = storage.get(name)
     if how is None or "stored_as" not in how:
         return t
@@ -67,6 +75,8 @@ def load_case(json_path: str | Path) -> Case:
     tensors: dict[str, torch.Tensor] = {}
     st = json_path.with_suffix(".safetensors")
     if st.exists():
+        from safetensors.torch import load_file
+
         raw = load_file(str(st))
         storage = meta.get("tensor_storage", {})
         tensors = {k: _decode(k, v, storage) for k, v in raw.items()}
@@ -81,3 +91,151 @@ def load_case(json_path: str | Path) -> Case:
 def case_paths(golden_dir: str | Path) -> list[Path]:
     """All case JSONs under ``golden_dir/cases`` in name order."""
     return sorted((Path(golden_dir) / "cases").glob("*.json"))
+
+
+# ----------------------------------------------------------------------------------- golden store
+# MANIFEST.json makes the store tamper-evident: every file's sha256 and size, and per case where it came
+# from (format: reference/README.md, "Golden store"). `port golden verify` checks a store against it.
+
+MANIFEST_NAME = "MANIFEST.json"
+MANIFEST_FORMAT = "porting-golden-manifest/1"
+_CHUNK = 1 << 20
+
+
+def file_digest(path: str | Path) -> dict:
+    """``{"sha256": hex, "bytes": size}`` of one file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return {"sha256": h.hexdigest(), "bytes": size}
+
+
+def _store_files(golden_dir: Path) -> list[str]:
+    """Every regular file of the store (POSIX paths relative to it), the manifest itself excluded."""
+    out = []
+    for p in golden_dir.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            rel = p.relative_to(golden_dir).as_posix()
+            if rel != MANIFEST_NAME:
+                out.append(rel)
+    return sorted(out)
+
+
+def _case_entry(golden_dir: Path, json_rel: str) -> dict:
+    meta = json.loads((golden_dir / json_rel).read_text())
+    files = [json_rel]
+    st = json_rel[: -len(".json")] + ".safetensors"
+    if (golden_dir / st).is_file():
+        files.append(st)
+    if meta.get("error"):
+        outcome = f"error: {meta['error'].get('type')}: {meta['error'].get('message')}"
+    else:
+        outcome = f"ok: {meta.get('n_windows')} windows, {len(meta.get('stored_windows', []))} stored"
+    return {
+        "files": files,
+        "model": {"file": f"models/{meta['model']['file']}", "sha256": meta["model"]["sha256"]},
+        "audio": {"file": f"audio/{meta['audio']['file']}", "sha256": meta["audio"]["sha256"]},
+        "outcome": outcome,
+        "provenance": meta.get("provenance", {}),
+    }
+
+
+def build_manifest(golden_dir: str | Path) -> dict:
+    """The manifest of a store as it is now (see ``write_manifest``)."""
+    golden_dir = Path(golden_dir)
+    if not (golden_dir / "cases").is_dir():
+        raise GoldenError(f"{golden_dir}: not a golden store (no cases/ folder); pass the golden/ directory")
+    files = {rel: file_digest(golden_dir / rel) for rel in _store_files(golden_dir)}
+    cases = {}
+    for rel in files:
+        if rel.startswith("cases/") and rel.endswith(".json"):
+            try:
+                cases[Path(rel).stem] = _case_entry(golden_dir, rel)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise GoldenError(f"{golden_dir / rel}: malformed case JSON ({exc!r}); regenerate it with tools/regenerate_golden") from exc
+    return {"format": MANIFEST_FORMAT, "algorithm": "sha256", "files": files, "cases": cases}
+
+
+def manifest_bytes(manifest: dict) -> bytes:
+    return (json.dumps(manifest, indent=1) + "\n").encode("utf-8")
+
+
+def write_manifest(golden_dir: str | Path) -> Path:
+    """(Re)write ``golden_dir/MANIFEST.json`` from the files present (atomically: temp file, then rename)."""
+    golden_dir = Path(golden_dir)
+    data = manifest_bytes(build_manifest(golden_dir))
+    target = golden_dir / MANIFEST_NAME
+    tmp = target.with_name(f".{MANIFEST_NAME}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return target
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """What ``verify_store`` found. ``ok`` only when every list is empty."""
+
+    golden_dir: Path
+    n_files: int
+    n_bytes: int
+    missing: list[str]
+    extra: list[str]
+    changed: list[str]
+    inconsistent: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.extra or self.changed or self.inconsistent)
+
+    def problems(self) -> list[str]:
+        """One line per problem: ``missing: cases/x.json`` etc."""
+        return (
+            [f"missing: {p}" for p in self.missing]
+            + [f"extra: {p}" for p in self.extra]
+            + [f"changed: {p}" for p in self.changed]
+            + [f"inconsistent: {p}" for p in self.inconsistent]
+        )
+
+
+def read_manifest(golden_dir: str | Path) -> dict:
+    path = Path(golden_dir) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise GoldenError(f"{path}: no manifest; create it with `tools/regenerate_golden --manifest-only --out {golden_dir}`") from exc
+    except (OSError, ValueError) as exc:
+        raise GoldenError(f"{path}: unreadable manifest ({exc}); restore it from version control") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), dict):
+        raise GoldenError(f"{path}: not a {MANIFEST_FORMAT} manifest; restore it from version control")
+    return manifest
+
+
+def verify_store(golden_dir: str | Path) -> VerifyResult:
+    """Compare a store with its MANIFEST.json: missing, extra and changed files (sha256 or size), and
+    cases whose recorded model/audio sha256 no longer match the files they name."""
+    golden_dir = Path(golden_dir)
+    manifest = read_manifest(golden_dir)
+    listed: dict = manifest["files"]
+    present = set(_store_files(golden_dir))
+    missing = sorted(set(listed) - present)
+    extra = sorted(present - set(listed))
+    changed = []
+    digests = {}
+    n_bytes = 0
+    for rel in sorted(set(listed) & present):
+        digests[rel] = d = file_digest(golden_dir / rel)
+        n_bytes += d["bytes"]
+        want = listed[rel]
+        if d["sha256"] != want.get("sha256") or d["bytes"] != want.get("bytes"):
+            changed.append(f"{rel} (sha256 {d['sha256'][:12]}…, {d['bytes']} bytes; manifest {str(want.get('sha256'))[:12]}…, {want.get('bytes')} bytes)")
+    inconsistent = []
+    for name, case in sorted(manifest.get("cases", {}).items()):
+        for role in ("model", "audio"):
+            ref = case.get(role, {})
+            d = digests.get(ref.get("file"))
+            if d is not None and d["sha256"] != ref.get("sha256"):
+                inconsistent.append(f"{name}: {role} {ref.get('file')} has sha256 {d['sha256'][:12]}…, the case was captured from {str(ref.get('sha256'))[:12]}…")
+    return VerifyResult(golden_dir, len(present & set(listed)), n_bytes, missing, extra, changed, inconsistent)

@@ -1,1 +1,9 @@
-"""Parity: comparing port outputs with golden tensors, and the pytest plugin."""
+"""Parity: comparing port outputs with golden tensors, reports, and the pytest plugin.
+
+``porting.parity.compare(expected, actual, stored_windows)`` compares every stage at 1e-5 and says
+where the largest difference is (porting/parity/compare.py).
+"""
+
+from .compare import ATOL, ParityReport, StageResult, compare, compare_exact, compare_stage
+
+__all__ = ["ATOL", "ParityReport", "StageResult", "compare", "compare_exact", "compare_stage"]

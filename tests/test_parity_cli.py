@@ -1,0 +1,174 @@
+"""`port parity` end to end on the public goldens, a deliberately perturbed port, and the pytest
+plugin's ``--parity-report``."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+
+import pytest
+
+from conftest import GOLDEN, ROOT
+from porting.errors import GoldenError
+from porting.parity.run import run_parity
+
+pytest_plugins = ["pytester"]
+
+
+def _port(*args, timeout=600, code=None):
+    cmd = [sys.executable, "-m", "porting", *args] if code is None else [sys.executable, "-c", code, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
+def _png_ok(data: bytes) -> tuple[int, int]:
+    """Signature, IHDR, and IDAT inflating to exactly height x (1 + width x channels) bytes."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    w, h, depth, color = struct.unpack(">IIBB", data[16:26])
+    assert depth == 8 and color in (0, 2)
+    idat, pos = b"", 8
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        if data[pos + 4 : pos + 8] == b"IDAT":
+            idat += data[pos + 8 : pos + 8 + n]
+        pos += 12 + n
+    assert len(zlib.decompress(idat)) == h * (1 + w * (3 if color == 2 else 1))
+    return w, h
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("parity")
+    done = _port("parity", "--golden", str(GOLDEN), "--report", str(out / "rep"), "--json", str(out / "stats.json"))
+    return done, out
+
+
+def test_port_parity_passes_on_every_public_case(full_run):
+    done, out = full_run
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    cases = sorted(p.stem for p in (GOLDEN / "cases").glob("*.json"))
+    assert f"{len(cases)} of {len(cases)} cases pass" in done.stdout
+    stats = json.loads((out / "stats.json").read_text())
+    assert sorted(c["case"] for c in stats) == cases
+    for c in stats:
+        assert c["passed"], c["case"]
+        for s in c["stages"]:
+            assert s["passed"] and s["max_abs"] <= 1e-5, (c["case"], s["message"])
+        if c["case"] != "rn18__too_short_1500ms":
+            names = {s["stage"] for s in c["stages"]}
+            assert {"A.segment", "B.mel_db", "C.padded", "X.model_input", "Y.logits", "all.confidence", "agg.confidence"} <= names
+    crash = next(c for c in stats if c["case"] == "rn18__too_short_1500ms")
+    assert "legacy crashed (KeyError: 0); port refused" in crash["stages"][0]["message"]
+
+
+def test_port_parity_report_pngs_open(full_run):
+    _, out = full_run
+    text = (out / "rep" / "report.md").read_text()
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(links) >= 7 * 10  # 7 cases with results x (9 stage pictures + confidence)
+    for rel in links:
+        w, h = _png_ok((out / "rep" / rel).read_bytes())
+        assert w > 100 and h > 100
+    assert sorted(p.relative_to(out / "rep").as_posix() for p in (out / "rep").rglob("*.png")) == sorted(links)
+    for case in (p.stem for p in (GOLDEN / "cases").glob("*.json")):
+        assert f"## {case} (cpu)" in text
+
+
+PERTURB = """
+import sys, torch
+import porting.frontend.pad as pad
+from porting.cli import app
+real = pad.crop_pad
+def crop_pad(spec, *a, **k):
+    out = real(spec, *a, **k)
+    if out.shape[0] >= 2:  # the second window of every batch: [window, channel, mel bin, frame]
+        out = out.clone()
+        out[1, 0, 12, 200] += 1e-3
+    return out
+pad.crop_pad = crop_pad
+app(args=sys.argv[1:], prog_name="port")
+"""
+
+
+def test_perturbed_port_fails_at_the_right_place(tmp_path):
+    case = GOLDEN / "cases" / "rn18__pcm16_16k_short.json"  # 2 windows, both stored
+    done = _port("parity", "--golden", str(case), "--report", str(tmp_path / "rep"), code=PERTURB)
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = {  # table columns are separated by 2+ spaces; stage names may hold single spaces
+        re.split(r"\s{2,}", line)[1]: line for line in done.stdout.splitlines() if line.startswith("rn18__pcm16_16k_short")
+    }
+    for stage in ("A.segment", "A.downmix", "A.waveform", "B.mel_db"):
+        assert "ok" in rows[stage].split() and "FAIL" not in rows[stage], rows[stage]
+    where = "window 1 (1-3 s), mel bin 12, frame 200"
+    for stage in ("C.padded", "X.model_input", "C.padded (golden input)"):
+        assert "FAIL" in rows[stage] and where in rows[stage], rows[stage]
+    msg = next(line for line in done.stderr.splitlines() if line.startswith("FAIL rn18__pcm16_16k_short: C.padded:"))
+    assert f"max|diff| 0.001 > 1e-05 at {where}" in msg and "(legacy 0, port 0.00100000005)" in msg
+    assert "1 of 2 windows fail" in msg
+    assert any(line.startswith("FAIL rn18__pcm16_16k_short: C.padded (golden input): FAIL") and where in line for line in done.stderr.splitlines())
+    assert done.stderr.rstrip().splitlines()[-1].startswith("error: parity failed for 1 of 1 case(s): rn18__pcm16_16k_short")
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "**FAIL**" in report and where in report
+    _png_ok((tmp_path / "rep" / "rn18__pcm16_16k_short__cpu" / "C.padded.png").read_bytes())
+
+
+def test_port_parity_errors_are_one_line(tmp_path):
+    with pytest.raises(GoldenError, match="neither a golden case JSON nor a golden store"):
+        run_parity(tmp_path / "nothing.json")
+    case = GOLDEN / "cases" / "rn18__pcm16_8k_2500ms.json"
+    done = _port("parity", "--golden", str(case), "--model", str(GOLDEN / "models" / "sq11-norm.pkl"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "no golden case was captured from" in last
+
+
+PLUGIN_TESTS = """
+import torch
+
+def test_identity(parity_case, parity_check):
+    parity_check(parity_case, dict(parity_case.tensors))
+
+def test_perturbed(parity_case, parity_check):
+    actual = dict(parity_case.tensors)
+    b = actual["B.mel_db"].clone()
+    b[-1, 0, 100, 3] += 0.5
+    actual["B.mel_db"] = b
+    parity_check(parity_case, actual, stages=["B.mel_db"])
+
+def test_crash_cases(parity_error_case):
+    assert parity_error_case.error["type"] == "KeyError"
+"""
+
+
+def test_plugin_fixtures_and_parity_report(pytester, tmp_path):
+    store = tmp_path / "store"
+    (store / "cases").mkdir(parents=True)
+    for name in ("rn18__pcm16_8k_2500ms.json", "rn18__pcm16_8k_2500ms.safetensors", "rn18__too_short_1500ms.json"):
+        shutil.copy(GOLDEN / "cases" / name, store / "cases" / name)
+    pytester.makepyfile(test_inner=PLUGIN_TESTS)
+    rep = tmp_path / "rep"
+    result = pytester.runpytest("-p", "porting.parity.plugin", f"--golden-dir={store}", f"--parity-report={rep}")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*B.mel_db: FAIL max|diff| 0.5 > 1e-05 at window 0 (0-2 s), mel bin 100, frame 3*"])
+    text = (rep / "report.md").read_text()
+    assert "rn18__pcm16_8k_2500ms (cpu)" in text and "**FAIL**" in text
+    _png_ok((rep / "rn18__pcm16_8k_2500ms__cpu" / "B.mel_db.png").read_bytes())
+
+
+def test_a_port_refusal_of_a_scored_recording_is_a_failure(monkeypatch):
+    import porting.frontend.decode as decode
+    from porting.errors import AudioError
+    from porting.golden import load_case
+    from porting.parity.run import check_case
+
+    def refuse(path):
+        raise AudioError(f"{path}: refused for the test")
+
+    monkeypatch.setattr(decode, "probe", refuse)
+    run = check_case(load_case(GOLDEN / "cases" / "rn18__pcm16_8k_2500ms.json"), None, {})
+    assert not run.report.passed
+    assert "legacy scored 1 windows; port raised AudioError: " in run.report.stages[0].message()
