@@ -36,13 +36,29 @@ def convert(
     model: Path = typer.Argument(..., help="learner .pkl (fastai v1 export, fastai v2 Learner, or torch.save'd nn.Module)"),
     out: Path = typer.Option(..., "--out", "-o", help="output directory (created; must not exist unless --force)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
+    export: Optional[str] = typer.Option(
+        None, "--export", help="onnx,torchscript,pt2,tflite (comma list), all, or none; default: every available format"),
+    golden: Optional[Path] = typer.Option(
+        None, "--golden", help="golden store: also verify the exports on the cases captured from this pickle"),
 ):
     """Read MODEL without executing it, rebuild the network in plain torch, write
-    OUT/model.safetensors + OUT/config.json (atomically: nothing is left on failure)."""
+    OUT/model.safetensors + OUT/config.json, the exports, parity.json, preprocessor_config.json and a
+    README.md model card (atomically: nothing is left on failure). Every export is run in its own runtime
+    and checked at 1e-5; exit 1 if any artifact misses it (it is kept, marked FAILED in parity.json)."""
     from .convert import convert as do_convert, format_summary
+    from .errors import ExportError
+    from .export import format_parity, parse_formats
 
-    summary = _run(do_convert, model, out, overwrite=force)
+    formats = _run(parse_formats, export)
+    summary = _run(do_convert, model, out, overwrite=force, exports=formats, golden=golden,
+                   log=lambda msg: typer.echo(msg, err=True))
     typer.echo(format_summary(summary))
+    parity = summary["exports"]
+    typer.echo(format_parity(parity))
+    bad = [name for name, art in parity["artifacts"].items() if not art["passed"]]
+    if bad:
+        _fail(ExportError(f"{out / 'parity.json'}: {len(bad)} artifact(s) failed verification at "
+                          f"{parity['tolerance']:g}: {', '.join(bad)}; do not deploy them (numbers in parity.json)"))
 
 
 @app.command()
@@ -66,13 +82,14 @@ def detect(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="windows per forward pass"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
+    backend: str = typer.Option("torch", "--backend", help="torch, or onnx: model.onnx of a converted DIR in onnxruntime (frontend stays torch)"),
 ):
     """Run the legacy OrcaHello detector without fastai: per-window confidences and the per-second
     table (each interior second = mean of the two windows covering it), as production computed them."""
     from .detect import Detector, FileError, run_many
     from .summary import format_detection
 
-    det = _run(Detector.load, model, device=device, batch_size=batch_size)
+    det = _run(Detector.load, model, device=device, batch_size=batch_size, backend=backend)
     results = run_many(det, audio, progress=progress)
     typer.echo(format_detection(results, det.aggregate_cfg.threshold))
     if json_out is not None:

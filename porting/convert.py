@@ -56,10 +56,13 @@ def make_config(spec: LearnerSpec) -> dict:
     return json.loads(json.dumps(cfg))
 
 
-def convert(model: str | Path, out: str | Path, overwrite: bool = False) -> dict:
+def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports: list[str] | None = None,
+            golden: str | Path | None = None, log=None) -> dict:
     """Read ``model`` without executing it, rebuild and check the network, write ``out`` atomically.
 
-    Returns a summary dict (see ``format_summary``). Raises typed ``PortingError``s.
+    ``exports`` (formats of ``porting.export``; None = none) are written and verified into the same temp
+    dir, so they appear atomically too; ``golden`` adds the golden cases of this pickle to the checks.
+    Returns a summary dict (see ``format_summary``; ``exports`` holds parity.json). Raises typed ``PortingError``s.
     """
     model, out = Path(model), Path(out)
     if out.exists() and not overwrite:
@@ -79,6 +82,11 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False) -> dict
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n")
         for f in (WEIGHTS_NAME, CONFIG_NAME):
             os.chmod(tmp / f, 0o644)
+        parity = None
+        if exports is not None:  # verified exports + parity.json + HF files, inside the temp dir (porting.export)
+            from .export import export_all
+
+            parity = export_all(net, config, tmp, exports, golden_dir=golden, log=log)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
             os.rename(out, old / out.name)
@@ -106,6 +114,7 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False) -> dict
         "normalize": config["normalize"],
         "activation": config["activation"],
         "stubbed": sum(1 for g in spec.globals if g["status"] == "stubbed"),
+        "exports": parity,
     }
 
 

@@ -60,16 +60,26 @@ class Detector:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 32
     aggregate_cfg: AggregateConfig = field(default_factory=AggregateConfig)
+    backend: str = "torch"
 
     @classmethod
-    def load(cls, model_path: str | Path, device: str | torch.device = "cpu", **kw) -> "Detector":
+    def load(cls, model_path: str | Path, device: str | torch.device = "cpu", backend: str = "torch", **kw) -> "Detector":
+        """``backend="onnx"`` runs the model stage from ``model_path/model.onnx`` in onnxruntime (CPU);
+        the frontend stays the exact torch one on ``device``."""
         from .convert import load_model
 
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UnsupportedModelError(f"--device {device}: no CUDA device on this machine; use --device cpu")
-        model, config = load_model(model_path, device=device)
-        det = cls(model=model, config=config, device=device, **kw)
+        if backend == "onnx":
+            from .export.onnx import load_onnx_model
+
+            model, config = load_onnx_model(model_path)
+        elif backend == "torch":
+            model, config = load_model(model_path, device=device)
+        else:
+            raise UnsupportedModelError(f"--backend {backend}: unknown backend; use torch or onnx")
+        det = cls(model=model, config=config, device=device, backend=backend, **kw)
         det.positive_index  # fail at load time, not after decoding the first file
         return det
 

@@ -147,7 +147,8 @@ def test_cli_convert_prints_summary(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     out = tmp_path / "cli"
     proc = subprocess.run([sys.executable, "-m", "porting", "convert", str(GOLDEN / "models" / "sq11-norm.pkl"),
-                           "--out", str(out)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+                           "--out", str(out), "--export", "none"], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "converted sq11-norm.pkl" in proc.stdout and "positive index 1" in proc.stdout
     assert json.loads((out / "config.json").read_text())["classes"] == ["negative", "positive"]

@@ -1,0 +1,246 @@
+"""Verified exports of a converted model: ONNX, TorchScript, torch.export (pt2), LiteRT (TFLite).
+
+``export_all(model, config, out_dir, formats)`` writes, for each format, the classifier artifact
+(``model.*``: normalized model input ``[B, 1, 256, 312]`` -> logits) and the pipeline artifact
+(``pipeline.*``: stage-A windows ``[B, 40000]`` -> confidence, probs, logits), loads each one back in its
+own runtime, checks it at 1e-5 against the eager port on a probe batch and against the goldens of the same
+pickle when a golden store is given (``verify``), then writes ``parity.json`` and the HF-style
+``preprocessor_config.json`` + ``README.md``. An artifact that misses the tolerance, or fails to export or
+load, is marked failed; nothing passes with a warning. ``port convert`` runs this inside its temp dir, so
+the whole output appears atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import ExportError, PortingError
+from ..frontend.config import FrontendConfig
+
+FORMATS = ("onnx", "torchscript", "pt2", "tflite")
+ARTIFACTS = {
+    "onnx": ("model.onnx", "pipeline.onnx"),
+    "torchscript": ("model.torchscript.pt", "pipeline.torchscript.pt"),
+    "pt2": ("model.pt2", "pipeline.pt2"),
+    "tflite": ("model.tflite", "pipeline.tflite"),
+}
+PARITY_NAME = "parity.json"
+
+__all__ = ["FORMATS", "ARTIFACTS", "available_formats", "parse_formats", "missing", "export_all", "load_artifact",
+           "format_parity"]
+
+
+def missing(fmt: str) -> str | None:
+    """Why ``fmt`` cannot be exported here (one line with the install hint), or None."""
+    if fmt == "onnx":
+        from .onnx import missing as onnx_missing
+
+        return onnx_missing()
+    if fmt == "tflite":
+        from .tflite import missing as tflite_missing
+
+        return tflite_missing()
+    return None  # torchscript and pt2 need only torch
+
+
+def available_formats() -> list[str]:
+    return [f for f in FORMATS if missing(f) is None]
+
+
+def parse_formats(text: str | None) -> list[str]:
+    """``--export`` value -> formats: None or "all" = every available one; "none" = none; else a comma list.
+
+    An unknown name, or an explicitly requested format whose extra is not installed, is an ``ExportError``.
+    """
+    if text is None or text.strip().lower() == "all":
+        return available_formats()
+    names = [t.strip().lower() for t in text.split(",") if t.strip()]
+    if names == ["none"] or not names:
+        return []
+    out = []
+    for name in names:
+        if name not in FORMATS:
+            raise ExportError(f"--export {text}: unknown format {name!r}; choose from {', '.join(FORMATS)}, all or none")
+        reason = missing(name)
+        if reason:
+            raise ExportError(f"--export {name}: {reason}")
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _exporter(fmt: str) -> Callable:
+    if fmt == "onnx":
+        from .onnx import export_onnx
+
+        return export_onnx
+    if fmt == "torchscript":
+        from .torchscript import export_torchscript
+
+        return export_torchscript
+    if fmt == "pt2":
+        from .pt2 import export_pt2
+
+        return export_pt2
+    from .tflite import export_tflite
+
+    return export_tflite
+
+
+def _format_of(path: Path) -> str:
+    for fmt, names in ARTIFACTS.items():
+        if path.name in names:
+            return fmt
+    raise ExportError(f"{path}: not an artifact name porting writes ({', '.join(n for v in ARTIFACTS.values() for n in v)})")
+
+
+def load_artifact(path: str | Path, resolver: str = "builtin"):
+    """Load one artifact in its own runtime; returns ``runner(x: np.ndarray) -> {output: array}``.
+
+    Classifier artifacts return ``logits``; pipeline artifacts ``confidence``, ``probs``, ``logits``.
+    ``resolver`` ("builtin" | "xnnpack") only matters for TFLite.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    kind = "model" if path.name.startswith("model.") else "pipeline"
+    if fmt == "onnx":
+        from .onnx import OnnxRunner
+
+        return OnnxRunner(path)
+    if fmt == "torchscript":
+        from .torchscript import TorchScriptRunner
+
+        return TorchScriptRunner(path, kind)
+    if fmt == "pt2":
+        from .pt2 import Pt2Runner
+
+        return Pt2Runner(path, kind)
+    from .tflite import TFLiteRunner
+
+    return TFLiteRunner(path, resolver=resolver)
+
+
+def _io(kind: str, fmt: str, config: dict) -> dict:
+    fe = FrontendConfig.from_dict(config.get("frontend", {}))
+    if kind == "model":
+        return {"inputs": {"spectrogram": {"shape": ["B", 1, fe.mel.n_mels, fe.pad.frames], "dtype": "float32",
+                                           "meaning": "model input AFTER normalization (golden X.model_input)"}},
+                "outputs": {"logits": ["B", "K"]}}
+    stft = "torch.stft (CPU FFT)" if fmt in ("torchscript", "pt2") else "conv1d DFT"
+    return {"inputs": {"waveform": {"shape": ["B", fe.windows.window_samples], "dtype": "float32",
+                                    "meaning": f"stage-A window at {fe.windows.sample_rate} Hz (golden A.waveform)"}},
+            "outputs": {"confidence": ["B"], "probs": ["B", "K"], "logits": ["B", "K"]}, "stft": stft}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+def _verify_one(path: Path, fmt: str, config: dict, probe: dict, probe_wave: torch.Tensor, cases: list) -> dict:
+    from .verify import check_runner
+
+    kind = "model" if path.name.startswith("model.") else "pipeline"
+    entry = {"format": fmt, "kind": kind, "bytes": path.stat().st_size, "sha256": _sha256(path), **_io(kind, fmt, config)}
+    try:
+        runner = load_artifact(path)
+        entry["runtime"] = runner.runtime
+        entry["checks"] = check_runner(runner, kind, config, probe, probe_wave, cases)
+        if fmt == "tflite":
+            entry["signatures"] = sorted(runner.signatures)
+            xnn = load_artifact(path, resolver="xnnpack")
+            rows = check_runner(xnn, kind, config, probe, probe_wave, cases, gating=False)
+            entry["informational"] = [{"runtime": xnn.runtime, "checks": rows, "passed": all(r["passed"] for r in rows)}]
+    except Exception as exc:  # any runtime failure fails the artifact; it is reported, never skipped
+        entry.update(passed=False, error=f"verification failed: {_first_line(exc)}")
+        return entry
+    entry["passed"] = all(r["passed"] for r in entry["checks"] if r["gating"])
+    return entry
+
+
+def export_all(
+    model: torch.nn.Module,
+    config: dict,
+    out_dir: str | Path,
+    formats: list[str] | tuple[str, ...] = FORMATS,
+    golden_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Export ``formats`` into ``out_dir``, verify every artifact, write parity.json + HF files; returns parity.
+
+    Raises ``ExportError`` only for a request that cannot start (unknown/unavailable format, unreadable
+    golden dir); an export or verification failure is recorded in parity.json as a failed artifact.
+    """
+    from .hf import write_hf_files
+    from .verify import (PARITY_FORMAT, PROBE_DESCRIPTION, TOLERANCE, eager_reference, golden_cases_for,
+                         probe_waveforms, runtime_versions)
+
+    out_dir = Path(out_dir)
+    log = log or (lambda msg: None)
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ExportError(f"export: unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        reason = missing(fmt)
+        if reason:
+            raise ExportError(f"--export {fmt}: {reason}")
+    cases = []
+    if golden_dir is not None:
+        if not (Path(golden_dir) / "cases").is_dir():
+            raise ExportError(f"--golden {golden_dir}: not a golden store (no cases/ folder); pass the golden/ directory")
+        cases = golden_cases_for(config, golden_dir)
+    model = model.cpu().eval()
+    fe = FrontendConfig.from_dict(config.get("frontend", {}))
+    probe_wave = probe_waveforms(fe.windows)
+    probe = eager_reference(model, config, probe_wave)
+
+    artifacts: dict[str, dict] = {}
+    for fmt in formats:
+        log(f"exporting {fmt} ...")
+        try:
+            paths = _exporter(fmt)(model, config, out_dir)
+        except PortingError:
+            raise
+        except Exception as exc:  # exporters raise many error types; the artifact is reported failed
+            for name in ARTIFACTS[fmt]:
+                (out_dir / name).unlink(missing_ok=True)
+                artifacts[name] = {"format": fmt, "passed": False, "error": f"export failed: {_first_line(exc)}"}
+            continue
+        for path in paths:
+            log(f"verifying {path.name} ...")
+            artifacts[path.name] = _verify_one(path, fmt, config, probe, probe_wave, cases)
+
+    parity = {
+        "format": PARITY_FORMAT,
+        "tolerance": TOLERANCE,
+        "passed": all(a["passed"] for a in artifacts.values()),
+        "model": {"file": config.get("source", {}).get("file"), "sha256": config.get("source", {}).get("sha256")},
+        "reference": "the eager port (porting.detect's path: CPU torch.stft, per-window mel GEMM, crop/pad, "
+                     "normalize, model one window per forward, softmax)",
+        "probe": {"description": PROBE_DESCRIPTION, "windows": int(probe_wave.shape[0])},
+        "golden": None if golden_dir is None else {"dir": str(golden_dir), "cases": [c.name for c in cases],
+                                                   "windows": int(sum(len(c.stored_windows) for c in cases))},
+        "versions": runtime_versions(),
+        "artifacts": artifacts,
+    }
+    (out_dir / PARITY_NAME).write_text(json.dumps(parity, indent=1) + "\n")
+    write_hf_files(config, parity, out_dir)
+    return parity
+
+
+def format_parity(parity: dict) -> str:
+    from .verify import format_parity as fmt
+
+    return fmt(parity)
