@@ -50,7 +50,7 @@ def main():
     finally:
         shutil.rmtree(home, ignore_errors=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": times, "peak_rss": peak, "cache_bytes": cache_bytes,
+    print("\n" + json.dumps({"seconds": times, "peak_rss": peak, "cache_bytes": cache_bytes,
                       "global_confidence": float(res["global_confidence"])}))
 
 
