@@ -82,7 +82,7 @@ def detect(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="windows per forward pass"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
-    backend: str = typer.Option("torch", "--backend", help="torch, or onnx: model.onnx of a converted DIR in onnxruntime (frontend stays torch)"),
+    backend: str = typer.Option("auto", "--backend", help="torch; onnx: model.onnx of a converted DIR in onnxruntime (frontend stays torch); auto: onnx when available on CPU, else torch"),
 ):
     """Run the legacy OrcaHello detector without fastai: per-window confidences and the per-second
     table (each interior second = mean of the two windows covering it), as production computed them."""
@@ -90,10 +90,11 @@ def detect(
     from .summary import format_detection
 
     det = _run(Detector.load, model, device=device, batch_size=batch_size, backend=backend)
+    typer.echo(f"model {model}: backend {det.backend}, device {det.device}, batch size {det.batch_size}", err=True)
     results = run_many(det, audio, progress=progress)
     typer.echo(format_detection(results, det.aggregate_cfg.threshold))
     if json_out is not None:
-        payload = {"model": det.config.get("source", {}), "files": [r.to_dict() for r in results]}
+        payload = {"model": {**det.config.get("source", {}), "backend": det.backend}, "files": [r.to_dict() for r in results]}
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=1) + "\n")
         typer.echo(f"wrote {json_out}")

@@ -299,6 +299,16 @@ def test_cli_detect_backend_onnx_gives_the_torch_backends_windows(sq_dir, tmp_pa
     assert _maxdiff(got, golden) <= TOL
 
 
+@pytest.mark.parity
+def test_auto_backend_picks_onnx_for_a_converted_dir_and_torch_for_a_pickle(sq_dir):
+    pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
+    from porting.detect import Detector
+
+    out, _ = sq_dir
+    assert Detector.load(out, backend="auto").backend == "onnx"
+    assert Detector.load(GOLDEN / "models" / f"{SQ}.pkl", backend="auto").backend == "torch"
+
+
 def test_onnx_backend_needs_a_converted_dir_with_model_onnx(tmp_path):
     from porting.detect import Detector
 
