@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -222,3 +223,18 @@ class Pipeline(nn.Module):
         logits = self.model(x).float()
         probs = activate(logits, self.act)
         return probs[:, self.positive_index], probs, logits
+
+
+PIPELINE_OUTPUTS = ("confidence", "probs", "logits")
+
+
+@torch.inference_mode()
+def run_exported(module, x: np.ndarray, kind: str) -> dict[str, np.ndarray]:
+    """Run a reloaded TorchScript / torch.export artifact on a numpy batch: ``{output name: array}``.
+
+    ``kind`` "model" gives ``logits``; "pipeline" gives ``confidence``, ``probs``, ``logits``.
+    """
+    out = module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    if kind == "model":
+        return {"logits": out.numpy()}
+    return dict(zip(PIPELINE_OUTPUTS, (t.numpy() for t in out)))

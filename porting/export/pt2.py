@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import MalformedModelError
-from ..pipeline import Classifier, Pipeline
+from ..pipeline import Classifier, Pipeline, run_exported
 from .onnx import example_inputs
 
 MODEL_FILE = "model.pt2"
@@ -57,9 +57,5 @@ class Pt2Runner:
         self.kind = kind
         self.runtime = f"torch.export {torch.__version__} CPU"
 
-    @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        if self.kind == "model":
-            return {"logits": out.numpy()}
-        return dict(zip(("confidence", "probs", "logits"), (t.numpy() for t in out)))
+        return run_exported(self.module, x, self.kind)
