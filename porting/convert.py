@@ -73,8 +73,10 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     state = {k: t.detach().to("cpu").contiguous().clone() for k, t in spec.state_dict.items()}
 
     parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise ExportError(f"{out}: parent directory {parent} does not exist; create it first")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`; only the final rename makes `out` appear
+    except OSError as exc:
+        raise ExportError(f"{out}: cannot create parent directory {parent} ({exc.strerror}); choose another --out") from exc
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the result should look like any new directory

@@ -152,3 +152,13 @@ def test_cli_convert_prints_summary(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "converted sq11-norm.pkl" in proc.stdout and "positive index 1" in proc.stdout
     assert json.loads((out / "config.json").read_text())["classes"] == ["negative", "positive"]
+
+
+def test_convert_creates_missing_parent_directories(tmp_path):
+    """A fresh checkout has no out/: `port convert ... --out out/rn18` must still work (tools/demo)."""
+    from porting.convert import convert
+
+    out = tmp_path / "not" / "yet" / "model"
+    convert(GOLDEN / "models" / "sq11-norm.pkl", out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert [p.name for p in out.parent.iterdir()] == ["model"]  # no temp dir left beside it
