@@ -50,8 +50,11 @@ class CaseRun:
 
 
 def _modules():
-    """The port's stage modules (imported lazily: `port golden verify` needs none of them)."""
-    # import_module, not `from .. import convert`: porting/__init__ exposes a lazy *function* `convert`
+    """The port's stage modules, imported lazily: `port golden verify` needs none of them.
+
+    ``import_module`` by full name: ``porting.convert`` / ``porting.detect`` as attributes of the
+    package are the public *functions* of the same names (porting/__init__.py), not the modules.
+    """
     names = ("frontend.decode", "frontend.windows", "frontend.mel", "frontend.pad", "frontend.normalize", "convert", "aggregate")
     return tuple(importlib.import_module(f"porting.{n}") for n in names)
 
