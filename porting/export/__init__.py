@@ -64,14 +64,19 @@ def parse_formats(text: str | None) -> list[str]:
         return []
     out = []
     for name in names:
-        if name not in FORMATS:
-            raise ExportError(f"--export {text}: unknown format {name!r}; choose from {', '.join(FORMATS)}, all or none")
-        reason = missing(name)
-        if reason:
-            raise ExportError(f"--export {name}: {reason}")
+        _require(name, f"--export {text}")
         if name not in out:
             out.append(name)
     return out
+
+
+def _require(fmt: str, where: str) -> None:
+    """``ExportError`` unless ``fmt`` is a known format whose runtime is installed."""
+    if fmt not in FORMATS:
+        raise ExportError(f"{where}: unknown format {fmt!r}; choose from {', '.join(FORMATS)}, all or none")
+    reason = missing(fmt)
+    if reason:
+        raise ExportError(f"--export {fmt}: {reason}")
 
 
 def _exporter(fmt: str) -> Callable:
@@ -191,11 +196,7 @@ def export_all(
     out_dir = Path(out_dir)
     log = log or (lambda msg: None)
     for fmt in formats:
-        if fmt not in FORMATS:
-            raise ExportError(f"export: unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-        reason = missing(fmt)
-        if reason:
-            raise ExportError(f"--export {fmt}: {reason}")
+        _require(fmt, "export")
     cases = []
     if golden_dir is not None:
         if not (Path(golden_dir) / "cases").is_dir():
