@@ -21,6 +21,7 @@ from .frontend.mel import mel_db
 from .frontend.normalize import normalize
 from .frontend.pad import crop_pad
 from .frontend.windows import iter_windows, plan_windows
+from .padfold import fold_pad
 
 
 def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
@@ -40,6 +41,12 @@ def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
         libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+def _onnx_file(model_path: Path) -> Path:
+    """detector.onnx (the pad-folded classifier, see ``porting.padfold``) when convert wrote one, else model.onnx."""
+    folded = model_path / "detector.onnx"
+    return folded if folded.is_file() else model_path / "model.onnx"
 
 
 def _onnx_usable(model_path: Path, device: torch.device) -> bool:
@@ -86,13 +93,15 @@ class Detector:
     batch_size: int = 32
     aggregate_cfg: AggregateConfig = field(default_factory=AggregateConfig)
     backend: str = "torch"
+    folded: bool = False  # ``model`` reads only a window's own frames (porting.padfold)
 
     @classmethod
     def load(cls, model_path: str | Path, device: str | torch.device = "cpu", backend: str = "torch", **kw) -> "Detector":
-        """``backend="onnx"`` runs the model stage from ``model_path/model.onnx`` in onnxruntime (CPU);
-        the frontend stays the exact torch one on ``device``. ``"auto"`` picks onnx for a converted DIR
-        with a model.onnx on CPU when onnxruntime is installed (measured ~1.7x faster than eager torch on
-        2 cores, same goldens tolerance), else torch."""
+        """``backend="onnx"`` runs the model stage in onnxruntime (CPU) from ``model_path/detector.onnx``,
+        else ``model.onnx``; the frontend stays the exact torch one on ``device``. ``"auto"`` picks onnx for a
+        converted DIR with a model.onnx on CPU when onnxruntime is installed (measured ~1.7x faster than eager
+        torch on 2 cores, same goldens tolerance), else torch. The torch backend runs the pad-folded twin of
+        the model (``porting.padfold.fold_pad``) whenever the model allows it."""
         from .convert import load_model
 
         device = torch.device(device)
@@ -103,12 +112,15 @@ class Detector:
         if backend == "onnx":
             from .export.onnx import load_onnx_model
 
-            model, config = load_onnx_model(model_path)
+            model, config = load_onnx_model(model_path, _onnx_file(Path(model_path)).name)
+            folded = model.path.name == "detector.onnx"
         elif backend == "torch":
             model, config = load_model(model_path, device=device)
+            twin = fold_pad(model, config)
+            model, folded = (model, False) if twin is None else (twin, True)
         else:
             raise UnsupportedModelError(f"--backend {backend}: unknown backend; use auto, torch or onnx")
-        det = cls(model=model, config=config, device=device, backend=backend, **kw)
+        det = cls(model=model, config=config, device=device, backend=backend, folded=folded, **kw)
         _fixed_mmap_threshold()
         det.positive_index  # fail at load time, not after decoding the first file
         return det
@@ -149,6 +161,9 @@ class Detector:
     def forward_windows(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage A output ``[B, 40000]`` -> (logits ``[B, K]``, probs ``[B, K]``)."""
         fe = self.frontend
+        if self.folded and waveform.shape[-1] != fe.windows.window_samples:
+            raise ValueError(f"forward_windows: a pad-folded model needs whole {fe.windows.window_samples}-sample "
+                             f"windows (stage A output), got shape {tuple(waveform.shape)}")
         mean, std = self._stats()
         x = mel_db(waveform.to(self.device), fe.mel)
         x = crop_pad(x, fe.pad)

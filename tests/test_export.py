@@ -220,7 +220,7 @@ def test_parity_json_records_every_check(sq_dir, sq_cases):
     names = [n for f in available_formats() for n in ARTIFACTS[f]]
     assert list(parity["artifacts"]) == names
     for name, art in parity["artifacts"].items():
-        outputs = {"logits", "confidence"} if name.startswith("model.") else {"logits", "probs", "confidence"}
+        outputs = {"logits", "confidence"} if not name.startswith("pipeline.") else {"logits", "probs", "confidence"}
         data = {r["data"] for r in art["checks"]}
         assert data == {"probe"} | {c.name for c in sq_cases}, name
         assert {r["output"] for r in art["checks"]} == outputs, name

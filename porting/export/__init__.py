@@ -2,7 +2,8 @@
 
 ``export_all(model, config, out_dir, formats)`` writes, for each format, the classifier artifact
 (``model.*``: normalized model input ``[B, 1, 256, 312]`` -> logits) and the pipeline artifact
-(``pipeline.*``: stage-A windows ``[B, 40000]`` -> confidence, probs, logits), loads each one back in its
+(``pipeline.*``: stage-A windows ``[B, 40000]`` -> confidence, probs, logits); for ONNX also the
+pad-folded classifier ``detector.onnx`` that ``port detect`` runs (``porting.padfold``). It loads each back in its
 own runtime, checks it at 1e-5 against the eager port on a probe batch and against the goldens of the same
 pickle when a golden store is given (``verify``), then writes ``parity.json`` and the HF-style
 ``preprocessor_config.json`` + ``README.md``. An artifact that misses the tolerance, or fails to export or
@@ -24,7 +25,7 @@ from ..frontend.config import FrontendConfig
 
 FORMATS = ("onnx", "torchscript", "pt2", "tflite")
 ARTIFACTS = {
-    "onnx": ("model.onnx", "pipeline.onnx"),
+    "onnx": ("model.onnx", "pipeline.onnx", "detector.onnx"),  # detector.onnx only where the model folds
     "torchscript": ("model.torchscript.pt", "pipeline.torchscript.pt"),
     "pt2": ("model.pt2", "pipeline.pt2"),
     "tflite": ("model.tflite", "pipeline.tflite"),
@@ -112,7 +113,7 @@ def load_artifact(path: str | Path, resolver: str = "builtin"):
     """
     path = Path(path)
     fmt = _format_of(path)
-    kind = "model" if path.name.startswith("model.") else "pipeline"
+    kind = _kind(path)
     if fmt == "onnx":
         from .onnx import OnnxRunner
 
@@ -130,11 +131,19 @@ def load_artifact(path: str | Path, resolver: str = "builtin"):
     return TFLiteRunner(path, resolver=resolver)
 
 
-def _io(kind: str, fmt: str, config: dict) -> dict:
+def _kind(path: Path) -> str:
+    """"pipeline" (input: stage-A waveform) or "model" (input: model input; detector.onnx too)."""
+    return "pipeline" if path.name.startswith("pipeline.") else "model"
+
+
+def _io(kind: str, fmt: str, config: dict, name: str = "") -> dict:
     fe = FrontendConfig.from_dict(config.get("frontend", {}))
     if kind == "model":
+        meaning = "model input AFTER normalization (golden X.model_input)"
+        if name.startswith("detector."):
+            meaning += "; 2-s windows only: frames from 157 on must be stage C's pad (not read, built in)"
         return {"inputs": {"spectrogram": {"shape": ["B", 1, fe.mel.n_mels, fe.pad.frames], "dtype": "float32",
-                                           "meaning": "model input AFTER normalization (golden X.model_input)"}},
+                                           "meaning": meaning}},
                 "outputs": {"logits": ["B", "K"]}}
     stft = "torch.stft (CPU FFT)" if fmt in ("torchscript", "pt2") else "conv1d DFT"
     return {"inputs": {"waveform": {"shape": ["B", fe.windows.window_samples], "dtype": "float32",
@@ -158,8 +167,9 @@ def _first_line(exc: BaseException) -> str:
 def _verify_one(path: Path, fmt: str, config: dict, probe: dict, probe_wave: torch.Tensor, cases: list) -> dict:
     from .verify import check_runner
 
-    kind = "model" if path.name.startswith("model.") else "pipeline"
-    entry = {"format": fmt, "kind": kind, "bytes": path.stat().st_size, "sha256": _sha256(path), **_io(kind, fmt, config)}
+    kind = _kind(path)
+    entry = {"format": fmt, "kind": kind, "bytes": path.stat().st_size, "sha256": _sha256(path),
+             **_io(kind, fmt, config, path.name)}
     try:
         runner = load_artifact(path)
         entry["runtime"] = runner.runtime

@@ -6,6 +6,9 @@
 * ``pipeline.onnx``: input ``waveform`` float32 ``[B, 40000]`` (stage A output), outputs ``confidence``
   ``[B]``, ``probs`` ``[B, K]``, ``logits`` ``[B, K]``; normalization is inside. The STFT is a conv1d DFT
   (``porting.pipeline.DFTMelDB``): onnxruntime's STFT op is ~2e-4 relative off at n_fft 2560.
+* ``detector.onnx``: ``model.onnx``'s input and output, for inputs whose frames from 157 on are stage C's
+  pad (every 2-s window): the pad-folded twin (``porting.padfold``), which reads only the first 157 frames
+  and is what ``port detect --backend onnx`` runs. Written only where the model can be folded.
 
 Batch is dynamic in both. Exported with torch's TorchScript-based exporter (``dynamo=False``, opset 17):
 measured 0.6 s vs 4.7 s for the dynamo exporter on sq11-norm, one self-contained file (no external data,
@@ -23,10 +26,12 @@ import torch
 
 from ..errors import ExportError, MalformedModelError
 from ..frontend.config import FrontendConfig
+from ..padfold import fold_pad
 from ..pipeline import Classifier, Pipeline
 
 MODEL_FILE = "model.onnx"
 PIPELINE_FILE = "pipeline.onnx"
+DETECTOR_FILE = "detector.onnx"
 OPSET = 17
 INSTALL_HINT = "pip install 'porting[onnx]'"
 
@@ -54,6 +59,9 @@ def _metadata(config: dict, kind: str) -> dict[str, str]:
     norm = config.get("normalize")
     if kind == "model":
         io = "input spectrogram [B,1,256,312] = model input after normalization (normalization NOT in this graph)"
+    elif kind == "detector":
+        io = ("input spectrogram [B,1,256,312] as model.onnx, for 2-s windows only: frames 157.. must be stage C's "
+              "pad (they are not read; the pad is built in)")
     else:
         io = "input waveform [B,40000] float32 20 kHz mono stage-A window; stages B, C, normalization, model, softmax inside"
     return {
@@ -89,7 +97,7 @@ def _export(module: torch.nn.Module, example: torch.Tensor, path: Path, inputs: 
 
 
 def export_onnx(model: torch.nn.Module, config: dict, out_dir: str | Path, dynamo: bool = False) -> list[Path]:
-    """Write ``model.onnx`` and ``pipeline.onnx`` into ``out_dir``; returns their paths."""
+    """Write ``model.onnx``, ``pipeline.onnx`` and (where the model folds) ``detector.onnx``; returns their paths."""
     reason = missing()
     if reason:
         raise ExportError(f"--export onnx: {reason}")
@@ -101,6 +109,11 @@ def export_onnx(model: torch.nn.Module, config: dict, out_dir: str | Path, dynam
         _export(Classifier(model).eval(), spec, paths[0], ["spectrogram"], ["logits"], _metadata(config, "model"), dynamo)
         _export(Pipeline(model, config, dft="matmul").eval(), wave, paths[1], ["waveform"],
                 ["confidence", "probs", "logits"], _metadata(config, "pipeline"), dynamo)
+        twin = fold_pad(model, config)
+        if twin is not None:
+            paths.append(out_dir / DETECTOR_FILE)
+            _export(Classifier(twin).eval(), spec, paths[2], ["spectrogram"], ["logits"], _metadata(config, "detector"),
+                    dynamo)
     return paths
 
 
@@ -142,20 +155,21 @@ class OnnxClassifier(torch.nn.Module):
         return torch.from_numpy(logits).to(x.device)
 
 
-def load_onnx_model(path: str | Path) -> tuple[OnnxClassifier, dict]:
-    """``(OnnxClassifier, config)`` from a directory written by ``port convert --export onnx``."""
+def load_onnx_model(path: str | Path, name: str = MODEL_FILE) -> tuple[OnnxClassifier, dict]:
+    """``(OnnxClassifier, config)`` from a directory written by ``port convert --export onnx``; ``name`` is
+    ``model.onnx`` or ``detector.onnx`` (same input and output)."""
     from ..convert import CONFIG_FORMAT, CONFIG_NAME
 
     path = Path(path)
     reason = missing()
     if reason:
         raise ExportError(f"{path}: --backend onnx needs onnxruntime: {reason}")
-    if not (path / MODEL_FILE).is_file():
-        raise MalformedModelError(f"{path}: no {MODEL_FILE}; convert with `port convert MODEL.pkl --out DIR --export onnx` or use --backend torch")
+    if not (path / name).is_file():
+        raise MalformedModelError(f"{path}: no {name}; convert with `port convert MODEL.pkl --out DIR --export onnx` or use --backend torch")
     try:
         config = json.loads((path / CONFIG_NAME).read_text())
     except (OSError, ValueError) as exc:
         raise MalformedModelError(f"{path / CONFIG_NAME}: cannot read ({exc}); re-run `port convert`") from exc
     if config.get("format") != CONFIG_FORMAT:
         raise MalformedModelError(f"{path / CONFIG_NAME}: not a porting model config; re-run `port convert`")
-    return OnnxClassifier(path / MODEL_FILE), config
+    return OnnxClassifier(path / name), config
