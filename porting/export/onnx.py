@@ -125,6 +125,9 @@ class OnnxRunner:
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
+        # Memory patterns pre-plan one block per input shape: measured (rn18, batches of 32 and a last of 27)
+        # peak RSS 987 -> 822 MiB without them, at the same speed. The arena stays (off: 630 MiB, ~10% slower).
+        opts.enable_mem_pattern = False
         opts.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
