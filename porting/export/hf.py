@@ -166,7 +166,9 @@ def model_card(config: dict, parity: dict) -> str:
         "output `logits`); normalization is NOT inside them. `pipeline.*` take stage-A windows `[B, 40000]` float32 "
         "(input `waveform`) and contain stages B, C, normalization, model and softmax (outputs `confidence`, "
         "`probs`, `logits`). ONNX/TFLite pipelines compute the STFT as a conv1d DFT, which cannot be bitwise with "
-        "the CPU FFT the legacy used; TorchScript/pt2 pipelines keep torch.stft.",
+        "the CPU FFT the legacy used; TorchScript/pt2 pipelines keep torch.stft. `detector.onnx` (where written) "
+        "is `model.onnx` for 2-s windows only: frames 157.. must be stage C's pad, which it does not read "
+        "(computed once, `porting.padfold`); `port detect` runs it.",
         "",
         f"Probe: {parity.get('probe', {}).get('description', '-')}. {golden_line}",
         "",
