@@ -45,8 +45,10 @@ def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
 
 def _onnx_file(model_path: Path) -> Path:
     """detector.onnx (the pad-folded classifier, see ``porting.padfold``) when convert wrote one, else model.onnx."""
-    folded = model_path / "detector.onnx"
-    return folded if folded.is_file() else model_path / "model.onnx"
+    from .export.onnx import DETECTOR_FILE, MODEL_FILE
+
+    folded = model_path / DETECTOR_FILE
+    return folded if folded.is_file() else model_path / MODEL_FILE
 
 
 def _onnx_usable(model_path: Path, device: torch.device) -> bool:
@@ -110,10 +112,11 @@ class Detector:
         if backend == "auto":
             backend = "onnx" if _onnx_usable(Path(model_path), device) else "torch"
         if backend == "onnx":
-            from .export.onnx import load_onnx_model
+            from .export.onnx import DETECTOR_FILE, load_onnx_model
 
-            model, config = load_onnx_model(model_path, _onnx_file(Path(model_path)).name)
-            folded = model.path.name == "detector.onnx"
+            name = _onnx_file(Path(model_path)).name
+            model, config = load_onnx_model(model_path, name)
+            folded = name == DETECTOR_FILE
         elif backend == "torch":
             model, config = load_model(model_path, device=device)
             twin = fold_pad(model, config)

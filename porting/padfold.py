@@ -46,12 +46,6 @@ class _Opaque(Exception):
     """A layer whose columns cannot be reasoned about one by one: the network runs at full width from it."""
 
 
-def data_frames(fe: FrontendConfig) -> int:
-    """Frames of one window's spectrogram (157 for 2 s at 20 kHz, hop 256, centred STFT)."""
-    n = fe.windows.window_samples
-    return 1 + (n // fe.mel.hop_length if fe.mel.center else (n - fe.mel.n_fft) // fe.mel.hop_length)
-
-
 def _time_axis(v) -> int:
     return v if isinstance(v, int) else v[-1]
 
@@ -148,8 +142,7 @@ def _analyse(ops: list[nn.Module], x: Tensor, n: int) -> tuple[list[_Op], list[T
     facts, maps = [], []
     for op in ops:
         try:
-            n_out = columns(op, n)
-            needed(op, n_out)
+            n_out = columns(op, n)  # visits the same layers ``needed`` does, so it finds any opaque one
         except _Opaque:
             break
         macs = [0]
@@ -169,6 +162,11 @@ def _analyse(ops: list[nn.Module], x: Tensor, n: int) -> tuple[list[_Op], list[T
     return facts, maps
 
 
+def _width(facts: list[_Op], a: int, b: int) -> int:
+    """Input columns the segment of layers ``a..b-1`` reads to compute its kept (data-dependent) columns."""
+    return min(facts[a].width_in, _seq_needed([f.module for f in facts[a:b]], facts[b - 1].n_out))
+
+
 def _plan(facts: list[_Op], n_data: int) -> list[int]:
     """Segment ends (op indices, exclusive) minimising MACs + joins; [] when folding saves nothing."""
     total = sum(f.macs for f in facts)
@@ -177,7 +175,7 @@ def _plan(facts: list[_Op], n_data: int) -> list[int]:
         options = []
         for a, (cost, ends) in best.items():
             n_in = n_data if a == 0 else facts[a - 1].n_out
-            width = min(facts[a].width_in, _seq_needed([f.module for f in facts[a:b]], facts[b - 1].n_out))
+            width = _width(facts, a, b)
             share = width / facts[a].width_in
             join = JOIN_COST * (facts[a - 1].elements if a else 0) if width > n_in else 0
             options.append((cost + join + share * sum(f.macs for f in facts[a:b]), ends + [b]))
@@ -220,7 +218,7 @@ def fold_pad(model: nn.Module, config: dict) -> PadFolded | None:
     """A ``PadFolded`` twin of ``model`` for the detector's windows, or None where nothing can be folded
     (a window longer than the model input, no analysable leading layers, or no saving)."""
     fe = FrontendConfig.from_dict(config.get("frontend", {}))
-    n_data, frames = data_frames(fe), fe.pad.frames
+    n_data, frames = fe.mel.n_frames(fe.windows.window_samples), fe.pad.frames
     if n_data >= frames:
         return None
     param = next(model.parameters(), None)
@@ -236,8 +234,7 @@ def fold_pad(model: nn.Module, config: dict) -> PadFolded | None:
     segments, widths, keeps, joins = [], [], [], []
     start, n_in, pad_in = 0, n_data, x
     for end in ends:
-        keep = facts[end - 1].n_out
-        width = min(pad_in.shape[-1], _seq_needed(ops[start:end], keep))
+        keep, width = facts[end - 1].n_out, _width(facts, start, end)
         segments.append(nn.Sequential(*ops[start:end]))
         widths.append(width)
         keeps.append(keep)

@@ -41,6 +41,12 @@ class MelConfig:
     top_db: float | None = 100.0
     amin: float = 1e-10
 
+    def n_frames(self, n_samples: int) -> int:
+        """STFT frames of ``n_samples`` samples (157 for a 2-s window at 20 kHz, centred, hop 256)."""
+        if self.center:
+            return 1 + n_samples // self.hop_length
+        return 1 + (n_samples - self.n_fft) // self.hop_length
+
 
 @dataclass(frozen=True)
 class PadConfig:

@@ -134,8 +134,7 @@ def _mel_db(waveform: Tensor, window: Tensor, fb: Tensor, cfg: MelConfig, per_wi
     """Shared body of ``mel_db`` and ``MelDB.forward``; ``waveform`` is ``[B, C, N]``."""
     b, c, n = waveform.shape
     if b * c == 0:  # torch.stft rejects an empty batch; an empty batch of windows is still valid
-        frames = 1 + (n // cfg.hop_length if cfg.center else (n - cfg.n_fft) // cfg.hop_length)
-        return waveform.new_zeros((b, c, cfg.n_mels, frames))
+        return waveform.new_zeros((b, c, cfg.n_mels, cfg.n_frames(n)))
     power = _stft_power(waveform, window, cfg)
     mel = _mel_project(power, fb, per_window)
 
