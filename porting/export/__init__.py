@@ -119,13 +119,13 @@ def load_artifact(path: str | Path, resolver: str = "builtin"):
 
         return OnnxRunner(path)
     if fmt == "torchscript":
-        from .torchscript import TorchScriptRunner
+        from .torchscript import load_runner
 
-        return TorchScriptRunner(path, kind)
+        return load_runner(path, kind)
     if fmt == "pt2":
-        from .pt2 import Pt2Runner
+        from .pt2 import load_runner
 
-        return Pt2Runner(path, kind)
+        return load_runner(path, kind)
     from .tflite import TFLiteRunner
 
     return TFLiteRunner(path, resolver=resolver)

@@ -12,11 +12,9 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..errors import MalformedModelError
-from ..pipeline import Classifier, Pipeline, run_exported
+from ..pipeline import Classifier, ExportedRunner, Pipeline
 from .onnx import example_inputs
 
 MODEL_FILE = "model.pt2"
@@ -44,18 +42,6 @@ def export_pt2(model: torch.nn.Module, config: dict, out_dir: str | Path) -> lis
     return paths
 
 
-class Pt2Runner:
-    """``torch.export.load(path).module()`` on the CPU: ``runner(x) -> {output name: array}``."""
-
-    def __init__(self, path: str | Path, kind: str):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.module = torch.export.load(str(path)).module()
-        except Exception as exc:  # torch.export raises several error types
-            raise MalformedModelError(f"{path}: torch.export.load cannot load it ({str(exc).splitlines()[0]}); re-run `port convert`") from exc
-        self.kind = kind
-        self.runtime = f"torch.export {torch.__version__} CPU"
-
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return run_exported(self.module, x, self.kind)
+def load_runner(path: str | Path, kind: str) -> ExportedRunner:
+    """The artifact reloaded with ``torch.export.load`` on the CPU: ``runner(x) -> {output name: array}``."""
+    return ExportedRunner(path, kind, "torch.export.load", lambda p: torch.export.load(p).module(), f"torch.export {torch.__version__} CPU")

@@ -17,11 +17,9 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..errors import MalformedModelError
-from ..pipeline import Classifier, Pipeline, run_exported
+from ..pipeline import Classifier, ExportedRunner, Pipeline
 from .onnx import example_inputs
 
 MODEL_FILE = "model.torchscript.pt"
@@ -48,18 +46,6 @@ def export_torchscript(model: torch.nn.Module, config: dict, out_dir: str | Path
     return paths
 
 
-class TorchScriptRunner:
-    """``torch.jit.load`` on the CPU: ``runner(x) -> {output name: array}``."""
-
-    def __init__(self, path: str | Path, kind: str):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.module = torch.jit.load(str(path), map_location="cpu")
-        except Exception as exc:  # torch.jit raises RuntimeError subclasses of its own
-            raise MalformedModelError(f"{path}: torch.jit.load cannot load it ({str(exc).splitlines()[0]}); re-run `port convert`") from exc
-        self.kind = kind
-        self.runtime = f"torch.jit {torch.__version__} CPU"
-
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        return run_exported(self.module, x, self.kind)
+def load_runner(path: str | Path, kind: str) -> ExportedRunner:
+    """The artifact reloaded with ``torch.jit.load`` on the CPU: ``runner(x) -> {output name: array}``."""
+    return ExportedRunner(path, kind, "torch.jit.load", lambda p: torch.jit.load(p, map_location="cpu"), f"torch.jit {torch.__version__} CPU")
