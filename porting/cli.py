@@ -137,9 +137,13 @@ def parity(
     report: Optional[Path] = typer.Option(None, "--report", help="write OUT/report.md and PNGs here"),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="windows per forward pass for all.*"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write every stage's statistics as JSON"),
+    backend: str = typer.Option("torch", "--backend", help="what `port detect` runs: torch (the pad-folded eager model) or onnx (detector.onnx of a converted --model DIR)"),
 ):
-    """Run the port on each golden case's recording and compare every stage with the legacy capture at
-    1e-5 (chained from the recording, and each stage fed its golden input). Exit 1 if any stage fails."""
+    """Run the port on each golden case's recording, as `port detect` runs it, and compare every stage
+    with every capture of the case (chained from the recording, and each stage fed its golden input).
+    Strict tier (1e-5 on every stage) against a capture made on a machine with this machine's numerics
+    fingerprint; portable tier (A bitwise, FFT stages by the derived error model) against the others;
+    confidences within 1e-5 and decisions exact in both. Exit 1 if any stage fails."""
     from .parity.report import format_table, write_report
     from .parity.run import reports_json, run_parity
 
@@ -150,7 +154,8 @@ def parity(
             _fail(PortingError(f"--device {device}: no CUDA device on this machine; use --device cpu"))
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    runs = _run(run_parity, golden, model, device, batch_size, lambda name: typer.echo(f"checking {name} ...", err=True))
+    runs = _run(run_parity, golden, model, device, batch_size, lambda name: typer.echo(f"checking {name} ...", err=True),
+                backend)
     typer.echo(format_table(runs))
     if report is not None:
         typer.echo(f"wrote {_run(write_report, runs, report)}")
@@ -161,8 +166,10 @@ def parity(
     if failed:
         for r in failed:
             for s in r.failures():
-                typer.echo(f"FAIL {r.case}: {s.message()}", err=True)
-        _fail(PortingError(f"parity failed for {len(failed)} of {len(runs)} case(s): {', '.join(r.case for r in failed)}"))
+                typer.echo(f"FAIL {r.case} ({r.capture}): {s.message()}", err=True)
+            typer.echo(f"  {r.note}", err=True)
+        _fail(PortingError(f"parity failed for {len(failed)} of {len(runs)} case capture(s): "
+                           f"{', '.join(f'{r.case} ({r.capture})' for r in failed)}"))
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m porting`

@@ -17,10 +17,8 @@ from .aggregate import Aggregate, AggregateConfig, aggregate
 from .errors import PortingError, UnsupportedModelError
 from .frontend.config import FrontendConfig
 from .frontend.decode import AudioInfo, probe
-from .frontend.mel import mel_db
-from .frontend.normalize import normalize
-from .frontend.pad import crop_pad
 from .frontend.windows import iter_windows, plan_windows
+from .graph import StageGraph
 from .padfold import fold_pad
 
 
@@ -96,6 +94,7 @@ class Detector:
     aggregate_cfg: AggregateConfig = field(default_factory=AggregateConfig)
     backend: str = "torch"
     folded: bool = False  # ``model`` reads only a window's own frames (porting.padfold)
+    _graph: StageGraph | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(cls, model_path: str | Path, device: str | torch.device = "cpu", backend: str = "torch", **kw) -> "Detector":
@@ -129,8 +128,15 @@ class Detector:
         return det
 
     @property
+    def graph(self) -> StageGraph:
+        """The stage graph this model runs (porting.graph), parsed from config.json once."""
+        if self._graph is None:
+            self._graph = StageGraph.from_config(self.config)
+        return self._graph
+
+    @property
     def frontend(self) -> FrontendConfig:
-        return FrontendConfig.from_dict(self.config.get("frontend", {}))
+        return self.graph.frontend
 
     @property
     def positive_index(self) -> int:
@@ -143,22 +149,12 @@ class Detector:
         return int(idx)
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        """The activation fastai's ``predict`` applied, as recorded from the loss (README §4: softmax)."""
-        act = self.config.get("activation") or {"name": "softmax", "dim": -1}
-        name = act.get("name")
-        if name == "softmax":
-            return torch.softmax(logits, dim=act.get("dim", -1))
-        if name == "sigmoid":
-            return torch.sigmoid(logits)
-        if name == "exp":
-            return torch.exp(logits)
-        if name == "identity":
-            return logits
-        raise UnsupportedModelError(f"output activation {name!r} is not supported by the detector")
+        return self.graph.activate(logits)
 
-    def _stats(self):
-        norm = self.config.get("normalize")
-        return (norm["mean"], norm["std"]) if norm else (None, None)
+    @torch.inference_mode()
+    def logits_of(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input ``[B, 1, 256, 312]`` (golden ``X.model_input``) -> logits, on this detector's model."""
+        return self.model(x.to(self.device)).float()
 
     @torch.inference_mode()
     def forward_windows(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -167,11 +163,7 @@ class Detector:
         if self.folded and waveform.shape[-1] != fe.windows.window_samples:
             raise ValueError(f"forward_windows: a pad-folded model needs whole {fe.windows.window_samples}-sample "
                              f"windows (stage A output), got shape {tuple(waveform.shape)}")
-        mean, std = self._stats()
-        x = mel_db(waveform.to(self.device), fe.mel)
-        x = crop_pad(x, fe.pad)
-        x = normalize(x, mean, std)
-        logits = self.model(x).float()
+        logits = self.logits_of(self.graph.model_input(waveform.to(self.device)))
         return logits, self.activate(logits)
 
     def run(self, path: str | Path, on_batch: Callable[[int], None] | None = None) -> FileResult:

@@ -39,12 +39,19 @@ class Case:
         return self.meta.get("error")
 
     @property
+    def root(self) -> Path:
+        """The store holding audio/ and models/: ``cases/``'s parent, also for ``captures/<name>/cases``
+        (a second capture of the same models and recordings, on another machine)."""
+        up = self.dir.parent
+        return up.parent.parent if up.parent.name == CAPTURES else up
+
+    @property
     def audio_path(self) -> Path:
-        return self.dir.parent / "audio" / self.meta["audio"]["file"]
+        return self.root / "audio" / self.meta["audio"]["file"]
 
     @property
     def model_path(self) -> Path:
-        return self.dir.parent / "models" / self.meta["model"]["file"]
+        return self.root / "models" / self.meta["model"]["file"]
 
     @property
     def stored_windows(self) -> list[int]:
@@ -91,6 +98,31 @@ def load_case(json_path: str | Path) -> Case:
 def case_paths(golden_dir: str | Path) -> list[Path]:
     """All case JSONs under ``golden_dir/cases`` in name order."""
     return sorted((Path(golden_dir) / "cases").glob("*.json"))
+
+
+CAPTURES = "captures"
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One capture of the store's cases on one machine: ``golden/cases`` (name "golden") or
+    ``golden/captures/<name>/cases``, with the machine's numerics fingerprint beside ``cases/``."""
+
+    name: str
+    dir: Path  # holds cases/ and fingerprint.json
+    fingerprint: dict | None
+
+    def case_path(self, case: str) -> Path:
+        return self.dir / "cases" / f"{case}.json"
+
+
+def captures(golden_dir: str | Path) -> list[Capture]:
+    """Every capture of a store, the store's own ``cases/`` first."""
+    from .parity.fingerprint import load_fingerprint
+
+    golden_dir = Path(golden_dir)
+    dirs = [("golden", golden_dir)] + [(d.name, d) for d in sorted((golden_dir / CAPTURES).glob("*")) if (d / "cases").is_dir()]
+    return [Capture(name, d, load_fingerprint(d)) for name, d in dirs]
 
 
 # ----------------------------------------------------------------------------------- golden store
@@ -151,9 +183,11 @@ def build_manifest(golden_dir: str | Path) -> dict:
     files = {rel: file_digest(golden_dir / rel) for rel in _store_files(golden_dir)}
     cases = {}
     for rel in files:
-        if rel.startswith("cases/") and rel.endswith(".json"):
+        parts = rel.split("/")
+        if rel.endswith(".json") and (parts[0] == "cases" or (parts[0] == CAPTURES and parts[2:3] == ["cases"])):
+            key = Path(rel).stem if parts[0] == "cases" else f"{parts[1]}/{Path(rel).stem}"
             try:
-                cases[Path(rel).stem] = _case_entry(golden_dir, rel)
+                cases[key] = _case_entry(golden_dir, rel)
             except (ValueError, KeyError, TypeError) as exc:
                 raise GoldenError(f"{golden_dir / rel}: malformed case JSON ({exc!r}); regenerate it with tools/regenerate_golden") from exc
     return {"format": MANIFEST_FORMAT, "algorithm": "sha256", "files": files, "cases": cases}

@@ -1,8 +1,10 @@
-"""Stage-by-stage comparison of port outputs with golden tensors, at 1e-5 absolute.
+"""The one comparison engine: port outputs vs golden tensors (or any reference), stage by stage.
 
-Every statistic is computed in float64 on the CPU. A stage passes when the shapes agree and the largest
-absolute difference is <= its tolerance (NaN/Inf where the golden is finite count as infinite
-differences). The failure message alone says where to look: the stage, the worst window (with its
+Every statistic is computed in float64 on the CPU. A stage passes when the shapes agree and every
+element's absolute difference is <= its tolerance, which the contract's table gives per stage and tier
+(``porting.parity.contract``: 1e-5 absolute, exact, the logits row rule, or the FFT error model). NaN/Inf
+where the golden is finite count as infinite differences. Every result reports max abs, max rel and
+float32 ulps, the rule and the tier. The failure message alone says where to look: the stage, the worst window (with its
 seconds in the recording), the position inside it (mel bin and frame, class, sample ...), both values,
 and how many windows fail.
 """
@@ -15,7 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-ATOL = 1e-5  # the contract (DESIGN.md "Goldens are the spec"); never loosened
+from .contract import ATOL  # the contract (DESIGN.md "Goldens are the spec"); never loosened
 
 # Names of the axes after the window axis, per golden tensor (golden/README.md "Case format").
 AXES: dict[str, tuple[str, ...]] = {
@@ -44,17 +46,18 @@ class WindowStat:
     mean_abs: float
     p99_abs: float
     max_rel: float
-    where: tuple[int, ...]  # index of the max inside the window (axes of AXES[stage])
+    where: tuple[int, ...]  # index of the element nearest its tolerance (axes of AXES[stage])
     expected: float
     actual: float
     passed: bool
+    tol: float = 0.0  # the tolerance at ``where``
 
 
 @dataclass(frozen=True)
 class StageResult:
     stage: str
     shape: tuple[int, ...]
-    tol: float
+    tol: float  # the tolerance at the worst element (a constant for constant rules)
     passed: bool
     max_abs: float
     mean_abs: float
@@ -63,6 +66,10 @@ class StageResult:
     worst: WindowStat | None
     windows: list[WindowStat] = field(default_factory=list)
     note: str = ""  # shape mismatch, exact-match stages, ...
+    rule: str = ""  # porting.parity.contract rule name
+    tier: str = ""  # "strict" / "portable" (empty: not compared against a golden)
+    max_ulps: float = 0.0  # largest |diff| in float32 ulps of the expected value
+    margin: float = 0.0  # largest |diff| / tolerance (> 1 fails)
 
     @property
     def n_failed(self) -> int:
@@ -75,16 +82,19 @@ class StageResult:
         return describe_location(self.stage, self.worst.window, self.worst.where)
 
     def message(self) -> str:
-        """One line: verdict, statistics and where the largest difference is, with both values."""
+        """One line: verdict, rule and tier, statistics and where the element nearest its tolerance is."""
         verdict = "ok" if self.passed else "FAIL"
+        how = ", ".join(x for x in (self.tier and f"{self.tier} tier", self.rule) if x)
+        how = f" [{how}]" if how else ""
         if self.worst is None:
-            return f"{self.stage}: {verdict} {self.note}".rstrip()
+            return f"{self.stage}: {verdict}{how} {self.note}".rstrip()
         w = self.worst
-        cmp = "<=" if self.passed else ">"
+        cmp = "<=" if w.passed else ">"
         msg = (
-            f"{self.stage}: {verdict} max|diff| {self.max_abs:.3g} {cmp} {self.tol:g} at {self.location()}"
-            f" (legacy {w.expected:.9g}, port {w.actual:.9g}); mean {self.mean_abs:.3g}, p99 {self.p99_abs:.3g},"
-            f" max rel {self.max_rel:.3g}"
+            f"{self.stage}: {verdict}{how} max|diff| {self.max_abs:.3g}, max rel {self.max_rel:.3g}, "
+            f"{self.max_ulps:.3g} ulps; closest to its tolerance: {abs(w.actual - w.expected):.3g} {cmp} {w.tol:.3g} "
+            f"at {self.location()} (legacy {w.expected:.9g}, port {w.actual:.9g}); mean {self.mean_abs:.3g}, "
+            f"p99 {self.p99_abs:.3g}"
         )
         if self.windows and len(self.windows) > 1:
             msg += f"; {self.n_failed} of {len(self.windows)} windows fail"
@@ -130,23 +140,40 @@ def _rel(d: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(d[nz] / np.abs(expected[nz])))
 
 
-def _window_stat(window: int, e: np.ndarray, a: np.ndarray, tol: float) -> WindowStat:
+def _ratio(d: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """|diff| / tolerance, with 0/0 = 0 and x/0 = inf (an exact stage)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = d / tol
+    r[(d == 0)] = 0.0
+    return r
+
+
+def _ulps(d: np.ndarray, expected: np.ndarray) -> float:
+    if d.size == 0:
+        return 0.0
+    finite = np.isfinite(expected)
+    spacing = np.spacing(np.abs(np.where(finite, expected, 0.0)).astype(np.float32)).astype(np.float64)
+    return float(np.max(d / spacing))
+
+
+def _window_stat(window: int, e: np.ndarray, a: np.ndarray, tol: np.ndarray) -> WindowStat:
     d = _abs_diff(e, a)
     if d.size == 0:
         return WindowStat(window, 0.0, 0.0, 0.0, 0.0, (), math.nan, math.nan, True)
-    flat = int(np.argmax(d))
+    r = _ratio(d, tol)
+    flat = int(np.argmax(r)) if r.any() else int(np.argmax(d))
     where = tuple(int(i) for i in np.unravel_index(flat, d.shape)) if d.ndim else ()
-    mx = float(d.reshape(-1)[flat])
     return WindowStat(
         window=window,
-        max_abs=mx,
+        max_abs=float(d.max()),
         mean_abs=float(d.mean()),
         p99_abs=float(np.percentile(d, 99)),
         max_rel=_rel(d, e),
         where=where,
         expected=float(e.reshape(-1)[flat]),
         actual=float(a.reshape(-1)[flat]),
-        passed=mx <= tol,
+        passed=bool(np.all(d <= tol)),
+        tol=float(tol.reshape(-1)[flat]),
     )
 
 
@@ -155,34 +182,42 @@ def compare_stage(
     expected,
     actual,
     windows: Sequence[int] | None = None,
-    tol: float = ATOL,
+    tol=ATOL,
+    rule: str = "",
+    tier: str = "",
 ) -> StageResult:
-    """Compare one stage. The first axis is the window axis; ``windows`` names its entries
-    (the case's ``stored_windows`` for per-window stages, default 0..n-1)."""
+    """Compare one stage. The first axis is the window axis; ``windows`` names its entries (the case's
+    ``stored_windows`` for per-window stages, default 0..n-1). ``tol`` is a number or an array of
+    per-element tolerances broadcastable to the stage (``porting.parity.contract`` computes them);
+    an element passes when ``|diff| <= tol``."""
     e, a = _as64(expected), _as64(actual)
     shape = tuple(e.shape)
     if e.shape != a.shape:
         note = f"shape {list(a.shape)} != golden {list(e.shape)}"
-        return StageResult(stage, shape, tol, False, math.inf, math.inf, math.inf, math.inf, None, [], note)
+        return StageResult(stage, shape, float(np.max(tol)), False, math.inf, math.inf, math.inf, math.inf, None, [], note,
+                           rule, tier, math.inf, math.inf)
     if e.ndim == 0:
         e, a = e.reshape(1), a.reshape(1)
+    t = np.broadcast_to(np.asarray(tol, dtype=np.float64), e.shape)
     n = e.shape[0]
     names = list(range(n)) if windows is None else [int(w) for w in windows]
     if len(names) != n:
         raise ValueError(f"{stage}: {len(names)} window names for {n} windows")
     if n == 0:
-        return StageResult(stage, shape, tol, True, 0.0, 0.0, 0.0, 0.0, None, [], "empty")
+        return StageResult(stage, shape, 0.0, True, 0.0, 0.0, 0.0, 0.0, None, [], "empty", rule, tier)
     if e.ndim == 1:  # one value per window (confidence): per-window stats are single values
-        stats = [_window_stat(names[i], e[i : i + 1], a[i : i + 1], tol) for i in range(n)]
-        stats = [WindowStat(s.window, s.max_abs, s.mean_abs, s.p99_abs, s.max_rel, (), s.expected, s.actual, s.passed) for s in stats]
+        stats = [_window_stat(names[i], e[i : i + 1], a[i : i + 1], t[i : i + 1]) for i in range(n)]
+        stats = [WindowStat(s.window, s.max_abs, s.mean_abs, s.p99_abs, s.max_rel, (), s.expected, s.actual, s.passed, s.tol)
+                 for s in stats]
     else:
-        stats = [_window_stat(names[i], e[i], a[i], tol) for i in range(n)]
+        stats = [_window_stat(names[i], e[i], a[i], t[i]) for i in range(n)]
     d = _abs_diff(e, a)
-    worst = max(stats, key=lambda s: s.max_abs)
+    r = _ratio(d, t)
+    worst = max(stats, key=lambda s: (_ratio(np.array([abs(s.actual - s.expected)]), np.array([s.tol]))[0], s.max_abs))
     return StageResult(
         stage=stage,
         shape=shape,
-        tol=tol,
+        tol=worst.tol,
         passed=all(s.passed for s in stats),
         max_abs=float(d.max()),
         mean_abs=float(d.mean()),
@@ -190,7 +225,20 @@ def compare_stage(
         max_rel=_rel(d, e),
         worst=worst,
         windows=stats,
+        rule=rule,
+        tier=tier,
+        max_ulps=_ulps(d, e),
+        margin=float(r.max()),
     )
+
+
+def compare_rule(stage: str, expected, actual, tier: str, ctx=None, windows: Sequence[int] | None = None) -> StageResult:
+    """``compare_stage`` with the tolerance the contract's table gives ``stage`` in ``tier``."""
+    from .contract import rule_for
+
+    rule = rule_for(stage, tier)
+    tol = rule.tolerance(_as64(expected), ctx)
+    return compare_stage(stage, expected, actual, windows, tol, rule.name, tier)
 
 
 def compare_exact(stage: str, expected: Sequence, actual: Sequence, tolerated: Sequence[bool] | None = None) -> StageResult:
@@ -223,7 +271,8 @@ class ParityReport:
     case: str
     device: str
     stages: list[StageResult]
-    note: str = ""  # e.g. both legacy and port refused the recording
+    note: str = ""  # the tier and why; e.g. both legacy and port refused the recording
+    capture: str = "golden"  # which capture of the case (golden/cases, or golden/captures/<name>)
 
     @property
     def passed(self) -> bool:
@@ -234,28 +283,32 @@ class ParityReport:
 
     def summary(self) -> str:
         bad = self.failures()
+        head = f"{self.case} ({self.capture}) [{self.device}]"
+        tail = f" -- {self.note}" if self.note else ""
         if not bad:
-            return f"{self.case} [{self.device}]: ok, {len(self.stages)} stages within tolerance"
-        return f"{self.case} [{self.device}]: FAIL, {len(bad)} of {len(self.stages)} stages: " + " | ".join(s.message() for s in bad)
+            return f"{head}: ok, {len(self.stages)} stages within tolerance{tail}"
+        return f"{head}: FAIL, {len(bad)} of {len(self.stages)} stages: " + " | ".join(s.message() for s in bad) + tail
 
 
 def compare(
     expected: Mapping[str, object],
     actual: Mapping[str, object],
     stored_windows: Sequence[int] | None = None,
-    tol: float | Mapping[str, float] = ATOL,
+    tier: str = "strict",
+    ctx=None,
     stages: Sequence[str] | None = None,
 ) -> list[StageResult]:
     """Compare every stage present in both mappings (or the given ``stages``; a stage missing from
-    ``actual`` fails). Per-window stages (first axis = stored windows) are labelled with
-    ``stored_windows``; ``all.*`` and ``agg.*`` with 0..W-1."""
+    ``actual`` fails), each with its rule from the contract's table for ``tier`` (``ctx``: the case's
+    ``porting.parity.contract.Context``, needed by the portable tier's FFT error model). Per-window stages
+    (first axis = stored windows) are labelled with ``stored_windows``; ``all.*`` and ``agg.*`` with 0..W-1."""
     names = list(stages) if stages is not None else [k for k in expected if k in actual]
     out = []
     for name in names:
-        t = tol.get(name, ATOL) if isinstance(tol, Mapping) else tol
         if name not in actual:
-            out.append(StageResult(name, tuple(np.shape(_as64(expected[name]))), t, False, math.inf, math.inf, math.inf, math.inf, None, [], "missing from the port's outputs"))
+            out.append(StageResult(name, tuple(np.shape(_as64(expected[name]))), 0.0, False, math.inf, math.inf, math.inf,
+                                   math.inf, None, [], "missing from the port's outputs", tier=tier))
             continue
         per_window = not (name.startswith("all.") or name.startswith("agg."))
-        out.append(compare_stage(name, expected[name], actual[name], stored_windows if per_window else None, t))
+        out.append(compare_rule(name, expected[name], actual[name], tier, ctx, stored_windows if per_window else None))
     return out

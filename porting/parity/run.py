@@ -1,11 +1,17 @@
-"""Run the port on a golden case's recording and compare every stage (``port parity``).
+"""Run the port on a golden case's recording and compare every stage (``port parity``, the pytest plugin).
 
-Two views of each case, both held to 1e-5:
+What is checked is what ``port detect`` ships: the ``Detector`` of the chosen backend (the pad-folded
+eager model, or ``detector.onnx`` in onnxruntime) runs the model stage; the frontend is the stage graph
+(``porting.graph``). Two views of each case:
 
 * **chained**: the port end to end from the recording, as a user runs it (A -> B -> C -> X -> Y for the
-  stored windows; every window for ``all.*``; then the per-second aggregation);
+  stored windows; every window for ``all.*``, through ``Detector.run``; then the per-second aggregation);
 * **isolated** (``<stage> (golden input)``): each of B, C, X, Y fed the *golden* output of the stage
   before, so a failure points at the stage that introduced it rather than everything downstream.
+
+Each case may have several captures (``golden/cases`` and ``golden/captures/<machine>/cases``). The port
+runs once per case and is compared with every capture, each in its own tier: strict where the capture's
+numerics fingerprint matches this machine's, portable otherwise (``porting.parity.contract``).
 
 Stage functions are looked up on their modules at call time (``windows.downmix`` ...), so a test can
 perturb one stage in a subprocess and check that the report names it.
@@ -24,8 +30,9 @@ import numpy as np
 import torch
 
 from ..errors import GoldenError, PortingError
-from ..golden import Case, case_paths, file_digest, load_case
-from .compare import ATOL, ParityReport, StageResult, compare, compare_exact, compare_stage
+from ..golden import Capture, Case, captures, case_paths, file_digest, load_case
+from .compare import ATOL, ParityReport, StageResult, compare, compare_exact, compare_rule
+from .contract import GOLDEN_INPUT, PORTABLE, REGENERATE, STRICT, Context, Tier, choose_tier
 
 CHAINED = ("A.segment", "A.downmix", "A.waveform", "B.mel_db", "C.padded", "X.model_input", "Y.logits", "Y.probs")
 ALL = ("all.logits", "all.probs", "all.confidence")
@@ -36,17 +43,19 @@ ISOLATED = {  # stage -> the golden stage it is fed
     "Y.logits": "X.model_input",
     "Y.probs": "X.model_input",
 }
-GOLDEN_INPUT = " (golden input)"
 DRAWN = ("A.segment", "A.downmix", "A.waveform", "B.mel_db", "C.padded", "X.model_input")  # drawn
 
 
 @dataclass
 class CaseRun:
-    """One case compared: the verdicts plus what a report draws (worst window of each stage, confidences)."""
+    """One case compared with one capture: the verdicts plus what a report draws."""
 
     report: ParityReport
     worst: dict[str, tuple[np.ndarray, np.ndarray, int]] = field(default_factory=dict)  # stage -> (legacy, port, window)
     confidence: tuple[np.ndarray, np.ndarray] | None = None  # (legacy, port) per window
+    tier: Tier | None = None
+    capture: str = "golden"
+    golden_fingerprint: dict | None = None
 
 
 def _modules():
@@ -55,90 +64,65 @@ def _modules():
     ``import_module`` by full name: ``porting.convert`` / ``porting.detect`` as attributes of the
     package are the public *functions* of the same names (porting/__init__.py), not the modules.
     """
-    names = ("frontend.decode", "frontend.windows", "frontend.mel", "frontend.pad", "frontend.normalize", "convert", "aggregate")
+    names = ("frontend.decode", "frontend.windows", "frontend.mel", "frontend.pad", "frontend.normalize", "detect", "aggregate")
     return tuple(importlib.import_module(f"porting.{n}") for n in names)
 
 
-def load_port_model(model_path: Path, device: str):
-    """(model in eval mode on ``device``, config) through ``porting.convert.load_model``."""
-    *_, convert, _ = _modules()
-    model, config = convert.load_model(model_path, device)
-    model.eval()
-    return model, config
+def load_detector(model_path: Path, device: str, backend: str = "torch", batch_size: int = 16):
+    """The ``Detector`` that ``port detect`` would run for ``model_path`` and ``backend``."""
+    *_, detect, _ = _modules()
+    return detect.Detector.load(model_path, device=device, backend=backend, batch_size=batch_size)
 
 
-def _norm_stats(config: dict) -> tuple[list[float] | None, list[float] | None]:
-    stats = config.get("normalize")
-    if not stats:
-        return None, None
-    return list(stats["mean"]), list(stats["std"])
-
-
-def _forward(model, x: torch.Tensor, device: str) -> tuple[torch.Tensor, torch.Tensor]:
-    with torch.no_grad():
-        logits = model(x.to(device)).float()
-        probs = torch.softmax(logits, dim=-1)  # CrossEntropyFlat's activation (README §4)
-    return logits.cpu(), probs.cpu()
-
-
-def port_outputs(case: Case, model, config: dict, device: str = "cpu", batch_size: int = 16) -> dict[str, object]:
-    """Every golden stage computed by the port for ``case`` (chained and isolated)."""
+def port_outputs(case: Case, det) -> dict[str, object]:
+    """Every chained stage the port computes for ``case``'s recording (the same for every capture)."""
     decode, windows, mel, pad, normalize, _, agg = _modules()
-    mean, std = _norm_stats(config)
-    pos = int(config.get("positive_index", 1))
-    stored = case.stored_windows
+    g = det.graph
+    fe = g.frontend
     info = decode.probe(case.audio_path)
     sr = info.sample_rate
-    n = 2 * sr
-    starts = [windows.pydub_frame(w, sr) for w in stored]
+    starts = [windows.pydub_frame(w, sr) for w in case.stored_windows]
     out: dict[str, object] = {}
-
-    out["A.segment"] = seg = decode.read_segments(info, starts, n)
+    out["A.segment"] = seg = decode.read_segments(info, starts, fe.windows.window_s * sr)
     out["A.downmix"] = dm = windows.downmix(seg)
     out["A.waveform"] = wave = windows.resample(dm, sr)
-    out["B.mel_db"] = spec = mel.mel_db(wave.to(device)).cpu()
-    out["C.padded"] = padded = pad.crop_pad(spec.to(device)).cpu()
-    out["X.model_input"] = x = normalize.normalize(padded.to(device), mean, std).cpu()
-    out["Y.logits"], out["Y.probs"] = _forward(model, x, device)
-
-    g = case.tensors
-    out["B.mel_db" + GOLDEN_INPUT] = mel.mel_db(g["A.waveform"].to(device)).cpu()
-    out["C.padded" + GOLDEN_INPUT] = pad.crop_pad(g["B.mel_db"].to(device)).cpu()
-    out["X.model_input" + GOLDEN_INPUT] = normalize.normalize(g["C.padded"].to(device), mean, std).cpu()
-    if torch.equal(x, g["X.model_input"]):  # same input, same forward: don't pay for the model twice
-        out["Y.logits" + GOLDEN_INPUT], out["Y.probs" + GOLDEN_INPUT] = out["Y.logits"], out["Y.probs"]
-    else:
-        out["Y.logits" + GOLDEN_INPUT], out["Y.probs" + GOLDEN_INPUT] = _forward(model, g["X.model_input"], device)
-
-    logits = []
-    for _, wave_b in windows.iter_windows(info, batch_size):
-        spec_b = pad.crop_pad(mel.mel_db(wave_b.to(device)))
-        logits.append(_forward(model, normalize.normalize(spec_b, mean, std), device)[0])
-    all_logits = torch.cat(logits) if logits else torch.zeros(0, 2)
-    all_probs = torch.softmax(all_logits, dim=-1)
-    out["all.logits"], out["all.probs"] = all_logits, all_probs
-    out["all.confidence"] = all_probs[:, pos]
-    out["aggregate"] = agg.aggregate(all_probs[:, pos], case.audio_path.name).to_dict()
+    dev = det.device
+    out["B.mel_db"] = spec = mel.mel_db(wave.to(dev), fe.mel).cpu()
+    out["C.padded"] = padded = pad.crop_pad(spec.to(dev), fe.pad).cpu()
+    out["X.model_input"] = x = g.normalized(padded.to(dev)).cpu()
+    out["Y.logits"] = logits = det.logits_of(x).cpu()
+    out["Y.probs"] = det.activate(logits)
+    res = det.run(case.audio_path)  # every window, exactly as `port detect` runs them
+    out["all.logits"], out["all.probs"], out["all.confidence"] = res.logits, res.probs, res.confidence
+    out["aggregate"] = res.table.to_dict()
     return out
 
 
-def _aggregate_stages(case: Case, result: dict) -> list[StageResult]:
-    """Production's per-second table and decisions (README §5)."""
+def isolated_outputs(case: Case, det) -> dict[str, object]:
+    """Each of B, C, X, Y fed this capture's golden input."""
+    _, _, mel, pad, _, _, _ = _modules()
+    g, t, dev = det.graph, case.tensors, det.device
+    out: dict[str, object] = {}
+    out["B.mel_db" + GOLDEN_INPUT] = mel.mel_db(t["A.waveform"].to(dev), g.frontend.mel).cpu()
+    out["C.padded" + GOLDEN_INPUT] = pad.crop_pad(t["B.mel_db"].to(dev), g.frontend.pad).cpu()
+    out["X.model_input" + GOLDEN_INPUT] = g.normalized(t["C.padded"].to(dev)).cpu()
+    logits = det.logits_of(t["X.model_input"]).cpu()
+    out["Y.logits" + GOLDEN_INPUT], out["Y.probs" + GOLDEN_INPUT] = logits, det.activate(logits)
+    return out
+
+
+def _aggregate_stages(case: Case, result: dict, tier: str) -> list[StageResult]:
+    """Production's per-second table and decisions (README §5): confidences 1e-5, decisions exact."""
     meta = case.meta
     legacy_rows = [r["confidence"] for r in meta["submission"]]
     port_rows = [r["confidence"] for r in result["submission"]]
-    stages = [compare_stage("agg.confidence", np.array(legacy_rows), np.array(port_rows))]
+    stages = [compare_rule("agg.confidence", np.array(legacy_rows), np.array(port_rows), tier)]
     borderline = [abs(c - 0.5) <= ATOL for c in legacy_rows]
     stages.append(compare_exact("agg.local_predictions", meta["local_predictions"], result["local_predictions"], borderline))
     stages.append(compare_exact("agg.global_prediction", [meta["global_prediction"]], [result["global_prediction"]]))
     # 100 x a mean of confidences: compared in confidence units, where the 1e-5 contract is stated.
-    stages.append(
-        compare_stage(
-            "agg.global_confidence/100",
-            np.array([meta["global_confidence"] / 100.0]),
-            np.array([result["global_confidence"] / 100.0]),
-        )
-    )
+    stages.append(compare_rule("agg.global_confidence/100", np.array([meta["global_confidence"] / 100.0]),
+                               np.array([result["global_confidence"] / 100.0]), tier))
     return stages
 
 
@@ -158,29 +142,44 @@ def worst_arrays(stages: list[StageResult], expected: dict, actual: dict, stored
     return out
 
 
-def check_case(case: Case, model, config: dict, device: str = "cpu", batch_size: int = 16) -> CaseRun:
-    """Run the port on ``case``'s recording and compare every stage with the golden."""
+def context_of(case: Case, det) -> Context:
+    """What the portable tier's error model needs about ``case`` (porting.parity.errormodel)."""
+    g = det.graph
+    return Context(case.tensors["A.waveform"], g.frontend, g.normalize)
+
+
+def compare_case(case: Case, actual: dict, det, tier: Tier, capture: Capture | None = None) -> CaseRun:
+    """Compare the port's outputs for ``case`` with one capture of it, in ``tier``."""
+    actual = {**actual, **isolated_outputs(case, det)}
+    g = case.tensors
+    stored = case.stored_windows
+    ctx = context_of(case, det)
+    stages = compare(g, actual, stored, tier.name, ctx, stages=CHAINED)
+    for stage in ISOLATED:
+        stages.append(compare_rule(stage + GOLDEN_INPUT, g[stage], actual[stage + GOLDEN_INPUT], tier.name, ctx, stored))
+    stages += compare(g, actual, tier=tier.name, stages=ALL)
+    stages += _aggregate_stages(case, actual["aggregate"], tier.name)
+    note = tier.line() + ("" if tier.name == STRICT else f"; {REGENERATE}")
+    report = ParityReport(case.name, str(det.device), stages, note=note, capture=capture.name if capture else "golden")
+    conf = (g["all.confidence"].numpy().astype(np.float64), actual["all.confidence"].numpy().astype(np.float64))
+    return CaseRun(report, worst_arrays(stages, g, actual, stored), conf, tier,
+                   capture.name if capture else "golden", capture.fingerprint if capture else None)
+
+
+def check_case(case: Case, det, tier: Tier, capture: Capture | None = None) -> CaseRun:
+    """Run the port on ``case``'s recording and compare every stage with the golden, in ``tier``."""
     if case.error:
-        return _check_refusal(case, device)
+        return _check_refusal(case, str(det.device) if det is not None else "cpu", tier, capture)
     try:
-        actual = port_outputs(case, model, config, device, batch_size)
+        actual = port_outputs(case, det)
     except PortingError as err:  # the port refused a recording legacy scored: a failure of this case
         note = f"legacy scored {case.meta.get('n_windows')} windows; port raised {type(err).__name__}: {err}"
         stage = StageResult("port", (), 0.0, False, math.inf, math.inf, math.inf, math.inf, None, [], note)
-        return CaseRun(ParityReport(case.name, str(device), [stage]))
-    g = case.tensors
-    stored = case.stored_windows
-    stages = compare(g, actual, stored, stages=CHAINED)
-    for stage, _src in ISOLATED.items():
-        stages.append(compare_stage(stage + GOLDEN_INPUT, g[stage], actual[stage + GOLDEN_INPUT], stored))
-    stages += compare(g, actual, stages=ALL)
-    stages += _aggregate_stages(case, actual["aggregate"])
-    report = ParityReport(case.name, str(device), stages)
-    conf = (g["all.confidence"].numpy().astype(np.float64), actual["all.confidence"].numpy().astype(np.float64))
-    return CaseRun(report, worst_arrays(stages, g, actual, stored), conf)
+        return CaseRun(ParityReport(case.name, str(det.device), [stage]), tier=tier)
+    return compare_case(case, actual, det, tier, capture)
 
 
-def _check_refusal(case: Case, device: str) -> CaseRun:
+def _check_refusal(case: Case, device: str, tier: Tier, capture: Capture | None = None) -> CaseRun:
     """Legacy crashed on this recording (e.g. shorter than 2 s, README §1); the port must refuse it with
     a typed error instead of producing numbers."""
     decode, windows, *_ = _modules()
@@ -192,19 +191,34 @@ def _check_refusal(case: Case, device: str) -> CaseRun:
         stage = StageResult("refusal", (), 0.0, True, 0.0, 0.0, 0.0, 0.0, None, [], f"legacy crashed ({legacy}); port refused: {err}")
     else:
         stage = StageResult("refusal", (), 0.0, False, 0.0, 0.0, 0.0, 0.0, None, [], f"legacy crashed ({legacy}) but the port planned {len(plan)} windows")
-    return CaseRun(ParityReport(case.name, str(device), [stage]))
+    name = capture.name if capture else "golden"
+    return CaseRun(ParityReport(case.name, device, [stage], capture=name), tier=tier, capture=name)
 
 
-def select_cases(golden: Path) -> list[Path]:
-    """A case JSON, or every case of a golden store (a dir holding cases/, or the cases/ dir itself)."""
+def _capture_of(cases_dir: Path) -> Capture:
+    from .fingerprint import load_fingerprint
+
+    root = cases_dir.parent
+    name = root.name if root.parent.name == "captures" else "golden"
+    return Capture(name, root, load_fingerprint(root))
+
+
+def select_cases(golden: Path) -> dict[str, list[tuple[Capture, Path]]]:
+    """Case name -> its captures to compare with: a case JSON (that capture only), a cases/ folder, or a
+    golden store (every capture of every case: ``cases/`` and ``captures/*/cases/``)."""
     golden = Path(golden)
+    out: dict[str, list[tuple[Capture, Path]]] = {}
     if golden.is_file():
-        return [golden]
-    if (golden / "cases").is_dir():
-        return case_paths(golden)
-    if golden.is_dir() and any(golden.glob("*.json")):
-        return sorted(golden.glob("*.json"))
-    raise GoldenError(f"{golden}: neither a golden case JSON nor a golden store; pass golden/ or golden/cases/<case>.json")
+        pairs = [(_capture_of(golden.parent), golden)]
+    elif (golden / "cases").is_dir():
+        pairs = [(cap, p) for cap in captures(golden) for p in case_paths(cap.dir)]
+    elif golden.is_dir() and any(golden.glob("*.json")):
+        pairs = [(_capture_of(golden), p) for p in sorted(golden.glob("*.json"))]
+    else:
+        raise GoldenError(f"{golden}: neither a golden case JSON nor a golden store; pass golden/ or golden/cases/<case>.json")
+    for cap, p in pairs:
+        out.setdefault(p.stem, []).append((cap, p))
+    return dict(sorted(out.items()))
 
 
 def _model_sha(model_path: Path, config: dict) -> str | None:
@@ -220,36 +234,55 @@ def run_parity(
     device: str = "cpu",
     batch_size: int = 16,
     progress: Callable[[str], None] | None = None,
+    backend: str = "torch",
+    running: dict | None = None,
 ) -> list[CaseRun]:
-    """``port parity``: every selected case, each with its own legacy model from golden/models unless
-    ``model_path`` (a .pkl or a converted DIR) is given; then only the cases captured from that model
-    (matched by sha256) are run."""
-    paths = select_cases(golden)
-    loaded: dict[Path, tuple] = {}
+    """``port parity``: every selected case and capture, each case with its own legacy model from
+    golden/models unless ``model_path`` (a .pkl or a converted DIR) is given; then only the cases captured
+    from that model (matched by sha256) are run. ``backend`` is ``port detect``'s (torch: the pad-folded
+    eager model; onnx: ``detector.onnx`` of a converted DIR). ``running`` is this machine's fingerprint
+    (default: measured; tests pass a foreign one to force the portable tier)."""
+    from .fingerprint import machine_fingerprint
+
+    running = machine_fingerprint() if running is None else running
+    targets = select_cases(golden)
+    if backend not in ("torch", "auto") and model_path is None:
+        raise GoldenError(f"--backend {backend}: the golden models are pickles; pass --model DIR (converted with "
+                          "`port convert --export onnx`) to check that backend")
+    loaded: dict[Path, object] = {}
     runs = []
     explicit = None
     if model_path is not None:
         model_path = Path(model_path)
-        model, config = load_port_model(model_path, device)
-        explicit = (model, config, _model_sha(model_path, config))
-    for p in paths:
-        case = load_case(p)
+        det = load_detector(model_path, device, backend, batch_size)
+        explicit = (det, _model_sha(model_path, det.config))
+    for name, pairs in targets.items():
+        cases = [(cap, load_case(p)) for cap, p in pairs]
+        first = cases[0][1]
         if explicit is not None:
-            model, config, sha = explicit
-            if sha is not None and sha != case.meta["model"]["sha256"]:
+            det, sha = explicit
+            if sha is not None and sha != first.meta["model"]["sha256"]:
                 continue
-        elif case.error:
-            model, config = None, {}
+        elif first.error:
+            det = None
         else:
-            mp = case.model_path
+            mp = first.model_path
             if mp not in loaded:
                 if not mp.is_file():
-                    raise GoldenError(f"{mp}: model of case {case.name} is missing; restore the golden store (`port golden verify`)")
-                loaded[mp] = load_port_model(mp, device)
-            model, config = loaded[mp]
+                    raise GoldenError(f"{mp}: model of case {name} is missing; restore the golden store (`port golden verify`)")
+                loaded[mp] = load_detector(mp, device, backend, batch_size)
+            det = loaded[mp]
         if progress:
-            progress(case.name)
-        runs.append(check_case(case, model, config, device, batch_size))
+            progress(name)
+        if first.error:
+            runs += [_check_refusal(c, device, choose_tier(cap.fingerprint, running), cap) for cap, c in cases]
+            continue
+        try:
+            actual = port_outputs(first, det)
+        except PortingError:
+            runs += [check_case(c, det, choose_tier(cap.fingerprint, running), cap) for cap, c in cases]
+            continue
+        runs += [compare_case(c, actual, det, choose_tier(cap.fingerprint, running), cap) for cap, c in cases]
     if not runs:
         raise GoldenError(f"{golden}: no golden case was captured from {model_path}; pass that model's cases or omit --model")
     return runs
@@ -262,6 +295,10 @@ def reports_json(runs: list[CaseRun]) -> str:
         out.append(
             {
                 "case": r.report.case,
+                "capture": r.capture,
+                "tier": r.tier.name if r.tier else None,
+                "tier_reason": r.tier.why if r.tier else None,
+                "golden_fingerprint": r.golden_fingerprint,
                 "device": r.report.device,
                 "passed": r.report.passed,
                 "stages": [
@@ -273,6 +310,10 @@ def reports_json(runs: list[CaseRun]) -> str:
                         "p99_abs": s.p99_abs,
                         "max_rel": s.max_rel,
                         "tol": s.tol,
+                        "rule": s.rule,
+                        "tier": s.tier,
+                        "max_ulps": s.max_ulps,
+                        "margin": s.margin,
                         "location": s.location(),
                         "message": s.message(),
                     }

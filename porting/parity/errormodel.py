@@ -1,0 +1,115 @@
+"""The portable tier's error model for the FFT-dependent stages (B.mel_db, C.padded, X.model_input).
+
+Two machines running the same float32 STFT on the same waveform (stage A is bitwise everywhere) get
+results that differ only by FFT rounding, whose size depends on the code path MKL picks for the CPU.
+Neither result is "right"; both lie within the FFT's rounding bound of the exact value. So the model
+bounds each float32 result around the exact (float64) mel of the golden waveform, carries the bound
+through power, the mel projection, the dB step and the per-window ``top_db`` floor, and gates
+``|port - golden|`` at the width of the interval both must lie in. Every constant below is a property
+of float32 and of the algorithm, none is fitted to a capture (``docs``: README "Parity").
+
+Per frame ``t`` with windowed samples ``xw`` (n_fft of them), bin ``k``, mel band ``m``:
+
+1. **FFT** (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., Thm 24.2): the computed
+   transform satisfies ``||dX||_2 <= L * eta * ||X||_2`` with ``L`` stages and
+   ``eta = mu + gamma_4 (sqrt 2 + mu)``, ``mu`` the twiddle error. With ``mu = u`` (u = 2^-24), one more
+   ``u`` for the ``x * window`` product and ``L = ceil(log2 n_fft) + 1`` (mixed radix, plus the real-input
+   split), ``eta ~ 7.66 u``. The error is spread over the ``n_fft`` bins (every output depends on every
+   butterfly), so per bin ``E|dX_k|^2 <= sigma^2 = (L eta)^2 ||X||^2 / n_fft = (L eta)^2 sum(xw^2)``
+   (Parseval).
+2. **Power** ``P = |X|^2``: ``dP = 2 Re(conj(X) dX) + |dX|^2``. Over a mel band the linear terms add
+   like independent errors: sd ``s = sqrt(2 sigma^2 sum_k fb^2 P_k)``; the quadratic term is at most
+   ``sigma^2 sum_k fb`` on average. Both are taken at ``K_SIGMA`` (6: a one-sided Gaussian tail of 1e-9 per
+   element, about 0.01 expected exceedances over the ~10^7 elements of all golden cases).
+3. **Rounding of the rest**: |X| and its square (3 u), the mel GEMM over the band's ``K_m`` non-zero
+   weights (``gamma_{K_m}``): ``(K_m + 3) u M``.
+4. **dB and floor**: each result lies in ``[10 log10(max(M - b, amin)), 10 log10(M + b)]``, then the
+   window's floor ``max(dB) - top_db`` moves within the same interval of the window's maximum; plus
+   two float32 ulps of the dB value for ``log10`` and the factor 10 on each side.
+5. **C** (crop/pad) is exact: pad frames get tolerance 0. **X** = ``(C - mean) / std``: ``tol_C / std``
+   plus two ulps of ``|X|``.
+
+Validated both ways in tests/test_contract.py: it accepts the Intel-vs-AMD legacy captures of every
+public case, and it rejects a filterbank laid out for 20 kHz, an STFT shifted by one hop, a 1e-3 dB bias
+on one mel band and a dropped normalization.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+U = 2.0**-24  # float32 unit roundoff
+K_SIGMA = 6.0
+
+
+def _eta() -> float:
+    gamma4 = 4 * U / (1 - 4 * U)
+    return U + gamma4 * (math.sqrt(2.0) + U) + U
+
+
+def _ulp32(x: np.ndarray) -> np.ndarray:
+    return np.spacing(np.abs(x).astype(np.float32)).astype(np.float64)
+
+
+def _frames(wave: np.ndarray, n_fft: int, hop: int, center: bool, pad_mode: str) -> np.ndarray:
+    """``[W, N]`` -> ``[W, T, n_fft]`` as torch.stft frames them (centred, reflect-padded)."""
+    if center:
+        wave = np.pad(wave, ((0, 0), (n_fft // 2, n_fft // 2)), mode=pad_mode)
+    t = 1 + (wave.shape[-1] - n_fft) // hop
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(t)[:, None]
+    return wave[:, idx]
+
+
+def mel_db_bounds(waveform, mel_cfg) -> np.ndarray:
+    """Per-element tolerance ``[W, 1, n_mels, T]`` (dB) for two float32 stage-B results of ``waveform``."""
+    import torch
+
+    from ..frontend.mel import _build_window, mel_filterbank
+
+    cfg = mel_cfg
+    wave = np.asarray(waveform.detach().cpu().numpy() if torch.is_tensor(waveform) else waveform, dtype=np.float64)
+    window = _build_window(cfg).numpy().astype(np.float64)
+    win = np.zeros(cfg.n_fft)
+    left = (cfg.n_fft - window.size) // 2
+    win[left:left + window.size] = window
+    fb = mel_filterbank(cfg).numpy().astype(np.float64)  # [K, M]
+
+    xw = _frames(wave, cfg.n_fft, cfg.hop_length, cfg.center, cfg.pad_mode) * win  # [W, T, n_fft]
+    spec = np.fft.rfft(xw, axis=-1)
+    power = spec.real**2 + spec.imag**2  # [W, T, K]
+    if cfg.power != 2.0:
+        raise ValueError("mel_db_bounds: the error model is derived for power spectrograms (power 2)")
+    levels = math.ceil(math.log2(cfg.n_fft)) + 1
+    sigma2 = (levels * _eta()) ** 2 * np.sum(xw * xw, axis=-1, keepdims=True)  # [W, T, 1]
+
+    mel = power @ fb  # [W, T, M]
+    linear = np.sqrt(2.0 * sigma2 * (power @ (fb * fb)))
+    quadratic = sigma2 * fb.sum(axis=0)
+    support = (fb != 0).sum(axis=0)
+    b = K_SIGMA * (linear + quadratic) + (support + 3) * U * mel
+
+    lo = 10.0 * np.log10(np.maximum(mel - b, cfg.amin))
+    hi = 10.0 * np.log10(np.maximum(mel + b, cfg.amin))
+    if cfg.top_db is not None:
+        lo = np.maximum(lo, lo.max(axis=(1, 2), keepdims=True) - cfg.top_db)
+        hi = np.maximum(hi, hi.max(axis=(1, 2), keepdims=True) - cfg.top_db)
+    tol = (hi - lo) + 4.0 * _ulp32(np.maximum(np.abs(lo), np.abs(hi)))
+    return np.ascontiguousarray(tol.transpose(0, 2, 1))[:, None]  # [W, 1, M, T]
+
+
+def padded_bounds(tol_b: np.ndarray, pad_cfg) -> np.ndarray:
+    """Stage C is exact: the data frames keep B's tolerance, the appended pad frames get 0."""
+    t = tol_b.shape[-1]
+    if t >= pad_cfg.frames:
+        return tol_b[..., : pad_cfg.frames]
+    return np.concatenate([tol_b, np.zeros(tol_b.shape[:-1] + (pad_cfg.frames - t,))], axis=-1)
+
+
+def normalized_bounds(tol_c: np.ndarray, expected_x: np.ndarray, normalize: dict | None) -> np.ndarray:
+    """``(C - mean) / std``: C's tolerance scaled by 1/std, plus the subtraction's and division's rounding."""
+    if not normalize:
+        return tol_c
+    std = np.asarray(normalize["std"], dtype=np.float64).reshape(1, -1, 1, 1)
+    return tol_c / std + 2.0 * _ulp32(expected_x)
