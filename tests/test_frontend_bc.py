@@ -50,33 +50,30 @@ def _synthetic(n_windows: int = 2, n: int = 40000, seed: int = 0) -> torch.Tenso
 
 
 # --------------------------------------------------------------------------- golden parity
+# Every capture of every case (golden/cases and golden/captures/*), each by the contract's rule for its tier
+# (strict where the capture's fingerprint is this machine's, portable otherwise): porting.parity.contract.
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("name", CASES)
-def test_mel_db_matches_golden(name, case, device):
-    out = mel_db(case.tensors["A.waveform"].to(device))
+def test_mel_db_matches_golden(parity_case, parity_check, device):
+    out = mel_db(parity_case.tensors["A.waveform"].to(device))
     assert out.device.type == device.type
-    diff = _max_diff(out, case.tensors["B.mel_db"])
-    assert diff <= TOL, f"{name}: B.mel_db max |diff| {diff:.3g} > {TOL}"
+    parity_check(parity_case, {"B.mel_db": out.cpu()}, device, stages=["B.mel_db"])
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("name", CASES)
-def test_crop_pad_matches_golden(name, case, device):
-    out = crop_pad(case.tensors["B.mel_db"].to(device))
-    diff = _max_diff(out, case.tensors["C.padded"])
-    assert diff <= TOL, f"{name}: C.padded max |diff| {diff:.3g} > {TOL}"
+def test_crop_pad_matches_golden(parity_case, parity_check, device):
+    out = crop_pad(parity_case.tensors["B.mel_db"].to(device))
+    parity_check(parity_case, {"C.padded (golden input)": out.cpu()}, device, stages=["C.padded (golden input)"])
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("name", CASES)
-def test_normalize_matches_golden(name, case, device):
-    stats = case.meta["model"]["normalize"]
+def test_normalize_matches_golden(parity_case, device):
+    stats = parity_case.meta["model"]["normalize"]
     mean, std = (stats["mean"], stats["std"]) if stats else (None, None)
-    out = normalize(case.tensors["C.padded"].to(device), mean, std)
-    diff = _max_diff(out, case.tensors["X.model_input"])
-    assert diff <= TOL, f"{name}: X.model_input max |diff| {diff:.3g} > {TOL}"
+    out = normalize(parity_case.tensors["C.padded"].to(device), mean, std)
+    diff = _max_diff(out, parity_case.tensors["X.model_input"])
+    assert diff <= TOL, f"{parity_case.name}: X.model_input max |diff| {diff:.3g} > {TOL}"  # IEEE elementwise: both tiers
 
 
 @pytest.mark.parity
@@ -87,23 +84,23 @@ def test_normalized_case_really_differs_from_padded(golden_dir):
 
 
 @pytest.mark.parity
-def test_golden_chain_waveform_to_model_input(golden_dir):
-    """A -> B -> C -> X in one go for the normalized model (stages composed as `port detect` will)."""
-    case = _load(golden_dir, "sq11-norm__orca60_pcm16_48k")
-    stats = case.meta["model"]["normalize"]
-    x = normalize(crop_pad(mel_db(case.tensors["A.waveform"])), stats["mean"], stats["std"])
-    assert _max_diff(x, case.tensors["X.model_input"]) <= TOL
+def test_golden_chain_waveform_to_model_input(parity_case, parity_check):
+    """A -> B -> C -> X in one go (the stage graph `port detect` runs), for every case and capture."""
+    from porting.graph import StageGraph
+
+    graph = StageGraph(normalize=parity_case.meta["model"]["normalize"])
+    parity_check(parity_case, graph.frontend_stages(parity_case.tensors["A.waveform"]),
+                 stages=["B.mel_db", "C.padded", "X.model_input"])
 
 
 @pytest.mark.parity
-def test_meldb_module_matches_golden(golden_dir):
-    case = _load(golden_dir, "rn18__stereo_pcm24_44k1")
-    w, ref = case.tensors["A.waveform"], case.tensors["B.mel_db"]
+def test_meldb_module_matches_golden(parity_case, parity_check):
+    w = parity_case.tensors["A.waveform"]
     module = MelDB()
     assert set(dict(module.named_buffers())) == {"window", "fb"}
     assert torch.equal(module(w), mel_db(w))
     # The batched-GEMM variant (for export) is allowed its ulp, still inside the contract.
-    assert _max_diff(MelDB(per_window=False)(w), ref) <= TOL
+    parity_check(parity_case, {"B.mel_db": MelDB(per_window=False)(w)}, stages=["B.mel_db"])
 
 
 # --------------------------------------------------------------------------- B: the quirks

@@ -12,6 +12,7 @@ file by path inside the legacy venv and record the same fields the port compares
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import re
@@ -45,8 +46,17 @@ def _cpuinfo() -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _measured() -> str:
+    return json.dumps(_measure())
+
+
 def machine_fingerprint() -> dict:
-    """This process's fingerprint (imports torch)."""
+    """This process's fingerprint (imports torch; measured once, a fresh dict each call)."""
+    return json.loads(_measured())
+
+
+def _measure() -> dict:
     import torch
 
     show = torch.__config__.show()

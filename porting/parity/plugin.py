@@ -7,11 +7,14 @@ Registered through the ``pytest11`` entry point, so any project that installs
 * ``device``: each test runs on ``cpu``, and on ``cuda`` (TF32 off) when a GPU is present;
 * ``parity_case`` / ``parity_error_case``: a test taking one of them runs once per golden case
   (results / crash cases), with the case loaded (``porting.golden.Case``);
-* ``parity_check(case, actual, device=...)``: compares the port's outputs with the case at 1e-5,
-  records the comparison for ``--parity-report DIR`` and fails the test with the located mismatches.
+* ``parity_check(case, actual, device=...)``: compares the port's outputs with the case by the
+  contract (``porting.parity.contract``: strict tier when the case's capture has this machine's numerics
+  fingerprint, portable otherwise), records the comparison for ``--parity-report DIR`` and fails the
+  test with the located mismatches, the tier and why.
 
 ``--parity-report DIR`` writes ``DIR/report.md`` (+ PNGs) for every comparison made through
-``parity_check`` in the session.
+``parity_check`` in the session; the header of every run prints this machine's fingerprint and each
+capture's tier.
 """
 
 from __future__ import annotations
@@ -46,6 +49,24 @@ def pytest_configure(config):
     setattr(config, _RUNS_KEY, [])  # CaseRuns recorded by parity_check
 
 
+def pytest_report_header(config):
+    """This machine's numerics fingerprint and the tier each capture of the golden store gets here."""
+    try:
+        from ..golden import captures
+        from .contract import choose_tier
+        from .fingerprint import describe, machine_fingerprint
+    except ImportError:  # pragma: no cover - torch missing: the tests say so themselves
+        return None
+    store = _golden_path(config)
+    if not (store / "cases").is_dir():
+        return None
+    running = machine_fingerprint()
+    lines = [f"porting parity: this machine: {describe(running)}"]
+    for cap in captures(store):
+        lines.append(f"porting parity: capture {cap.name}: {choose_tier(cap.fingerprint, running).line()}")
+    return lines
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -57,25 +78,28 @@ def _golden_path(config) -> Path:
     return Path(opt) if opt else Path(config.rootpath) / "golden"
 
 
-def _case_names(config, with_error: bool) -> list[str]:
-    cases = _golden_path(config) / "cases"
+def _case_names(config, with_error: bool) -> list[tuple[str, str]]:
+    """(path relative to the store, test id) of every case of every capture (``cases/``, ``captures/*/cases/``)."""
+    store = _golden_path(config)
     out = []
-    for p in sorted(cases.glob("*.json")):
-        try:
-            has_error = bool(json.loads(p.read_text()).get("error"))
-        except ValueError:
-            has_error = False  # malformed: let the fixture raise a GoldenError when it loads it
-        if has_error == with_error:
-            out.append(p.stem)
+    dirs = [("golden", store / "cases")] + [(d.name, d / "cases") for d in sorted((store / "captures").glob("*"))]
+    for capture, cases in dirs:
+        for p in sorted(cases.glob("*.json")):
+            try:
+                has_error = bool(json.loads(p.read_text()).get("error"))
+            except ValueError:
+                has_error = False  # malformed: let the fixture raise a GoldenError when it loads it
+            if has_error == with_error:
+                out.append((p.relative_to(store).as_posix(), p.stem if capture == "golden" else f"{capture}:{p.stem}"))
     return out
 
 
 def pytest_generate_tests(metafunc):
-    """One test per golden case for tests that take ``parity_case`` / ``parity_error_case``."""
+    """One test per golden case and capture for tests that take ``parity_case`` / ``parity_error_case``."""
     for name, with_error in (("parity_case", False), ("parity_error_case", True)):
         if name in metafunc.fixturenames:
-            names = _case_names(metafunc.config, with_error)
-            metafunc.parametrize(name, names, indirect=True, ids=names)
+            found = _case_names(metafunc.config, with_error)
+            metafunc.parametrize(name, [rel for rel, _ in found], indirect=True, ids=[i for _, i in found])
 
 
 _loaded: dict[Path, object] = {}
@@ -100,13 +124,13 @@ def golden_dir(request) -> Path:
 @pytest.fixture
 def parity_case(request, golden_dir):
     """A golden case with results (parametrized over the store by ``pytest_generate_tests``)."""
-    return _load(golden_dir / "cases" / f"{request.param}.json")
+    return _load(golden_dir / request.param)
 
 
 @pytest.fixture
 def parity_error_case(request, golden_dir):
     """A golden crash case (legacy raised, e.g. a recording shorter than 2 s)."""
-    return _load(golden_dir / "cases" / f"{request.param}.json")
+    return _load(golden_dir / request.param)
 
 
 @pytest.fixture(params=["cpu", "cuda"])
@@ -126,17 +150,24 @@ def device(request):
 def parity_check(request):
     """``parity_check(case, actual, device="cpu", stages=None)``: compare, record for the report, and
     fail with one located message per failing stage. Returns the StageResults."""
+    from ..frontend.config import FrontendConfig
     from .compare import ParityReport, compare
-    from .run import CaseRun, worst_arrays
+    from .contract import REGENERATE, STRICT, Context
+    from .run import CaseRun, tier_for, worst_arrays
 
-    def check(case, actual, device="cpu", stages=None):
+    def check(case, actual, device="cpu", stages=None, running=None):
         stored = case.stored_windows
-        results = compare(case.tensors, actual, stored, stages=stages)
-        run = CaseRun(ParityReport(case.name, str(device), results), worst_arrays(results, case.tensors, actual, stored))
+        tier, cap = tier_for(case, running)
+        ctx = Context(case.tensors.get("A.waveform"), FrontendConfig(), case.meta["model"].get("normalize"))
+        results = compare(case.tensors, actual, stored, tier.name, ctx, stages=stages)
+        run = CaseRun(ParityReport(case.name, str(device), results, tier.line(), cap.name),
+                      worst_arrays(results, case.tensors, actual, stored), tier=tier, capture=cap.name,
+                      golden_fingerprint=cap.fingerprint)
         getattr(request.config, _RUNS_KEY).append(run)
         bad = [r.message() for r in results if not r.passed]
         if bad:
-            pytest.fail(f"{case.name} [{device}]: " + "\n".join(bad), pytrace=False)
+            hint = "" if tier.name != STRICT else f"\n{REGENERATE}"
+            pytest.fail(f"{case.name} ({cap.name}) [{device}], {tier.line()}:\n" + "\n".join(bad) + hint, pytrace=False)
         return results
 
     return check
@@ -151,11 +182,12 @@ def pytest_sessionfinish(session, exitstatus):
     from .report import write_report
     from .run import CaseRun
 
-    merged: dict[tuple[str, str], CaseRun] = {}  # one section per case and device, however many tests
+    merged: dict[tuple[str, str, str], CaseRun] = {}  # one section per case, capture and device, however many tests
     for r in runs:
-        key = (r.report.case, r.report.device)
+        key = (r.report.case, r.capture, r.report.device)
         if key not in merged:
-            merged[key] = CaseRun(ParityReport(*key, []), {})
+            merged[key] = CaseRun(ParityReport(r.report.case, r.report.device, [], r.report.note, r.capture), {},
+                                  tier=r.tier, capture=r.capture, golden_fingerprint=r.golden_fingerprint)
         merged[key].report.stages.extend(r.report.stages)
         merged[key].worst.update(r.worst)
     path = write_report(list(merged.values()), out, title="Parity report (pytest session)")

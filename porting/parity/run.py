@@ -142,6 +142,14 @@ def worst_arrays(stages: list[StageResult], expected: dict, actual: dict, stored
     return out
 
 
+def tier_for(case: Case, running: dict | None = None) -> tuple[Tier, Capture]:
+    """The tier ``case`` is held to on this machine (or on ``running``), and the capture it belongs to."""
+    from .fingerprint import machine_fingerprint
+
+    cap = _capture_of(case.dir)
+    return choose_tier(cap.fingerprint, machine_fingerprint() if running is None else running), cap
+
+
 def context_of(case: Case, det) -> Context:
     """What the portable tier's error model needs about ``case`` (porting.parity.errormodel)."""
     g = det.graph
