@@ -57,12 +57,14 @@ def make_config(spec: LearnerSpec) -> dict:
 
 
 def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports: list[str] | None = None,
-            golden: str | Path | None = None, log=None) -> dict:
+            golden: str | Path | None = None, log=None, strict: bool = True) -> dict:
     """Read ``model`` without executing it, rebuild and check the network, write ``out`` atomically.
 
     ``exports`` (formats of ``porting.export``; None = none) are written and verified into the same temp
     dir, so they appear atomically too; ``golden`` adds the golden cases of this pickle to the checks.
-    Returns a summary dict (see ``format_summary``; ``exports`` holds parity.json). Raises typed ``PortingError``s.
+    Returns a summary dict (see ``format_summary``; ``exports`` holds parity.json). Raises typed ``PortingError``s;
+    when an artifact misses the parity contract, ``out`` is still written (the artifact marked FAILED in
+    parity.json) and ``ExportError`` is raised, unless ``strict=False`` (then check ``summary["exports"]["passed"]``).
     """
     model, out = Path(model), Path(out)
     if out.exists() and not overwrite:
@@ -101,7 +103,7 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return {
+    summary = {
         "out": str(out),
         "source": spec.source.file,
         "sha256": spec.source.sha256,
@@ -118,6 +120,15 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
         "stubbed": sum(1 for g in spec.globals if g["status"] == "stubbed"),
         "exports": parity,
     }
+    if strict and parity is not None and not parity["passed"]:
+        raise ExportError(failed_artifacts_message(out, parity))
+    return summary
+
+
+def failed_artifacts_message(out: Path, parity: dict) -> str:
+    bad = [name for name, art in parity["artifacts"].items() if not art["passed"]]
+    return (f"{Path(out) / 'parity.json'}: {len(bad)} artifact(s) failed verification by the parity contract: "
+            f"{', '.join(bad)}; do not deploy them (numbers in parity.json)")
 
 
 def format_summary(summary: dict) -> str:

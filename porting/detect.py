@@ -41,18 +41,36 @@ def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
         pass
 
 
-def _onnx_file(model_path: Path) -> Path:
-    """detector.onnx (the pad-folded classifier, see ``porting.padfold``) when convert wrote one, else model.onnx."""
+def _verified(model_path: Path) -> dict[str, bool]:
+    """Artifact name -> passed, from the converted DIR's parity.json (empty when there is none)."""
+    import json
+
+    from .export import PARITY_NAME
+
+    try:
+        arts = json.loads((model_path / PARITY_NAME).read_text()).get("artifacts", {})
+    except (OSError, ValueError):
+        return {}
+    return {name: bool(a.get("passed")) for name, a in arts.items()}
+
+
+def _onnx_file(model_path: Path, require_verified: bool) -> Path | None:
+    """The ONNX classifier to run: detector.onnx (the pad-folded classifier, ``porting.padfold``), else
+    model.onnx, each only if present and (``require_verified``) passed this model's verification."""
     from .export.onnx import DETECTOR_FILE, MODEL_FILE
 
-    folded = model_path / DETECTOR_FILE
-    return folded if folded.is_file() else model_path / MODEL_FILE
+    passed = _verified(model_path)
+    for name in (DETECTOR_FILE, MODEL_FILE):
+        if (model_path / name).is_file() and (passed.get(name, False) or not require_verified):
+            return model_path / name
+    return None
 
 
 def _onnx_usable(model_path: Path, device: torch.device) -> bool:
     from importlib.util import find_spec
 
-    return device.type == "cpu" and (model_path / "model.onnx").is_file() and find_spec("onnxruntime") is not None
+    return (device.type == "cpu" and model_path.is_dir() and find_spec("onnxruntime") is not None
+            and _onnx_file(model_path, require_verified=True) is not None)
 
 
 @dataclass
@@ -99,9 +117,9 @@ class Detector:
     @classmethod
     def load(cls, model_path: str | Path, device: str | torch.device = "cpu", backend: str = "torch", **kw) -> "Detector":
         """``backend="onnx"`` runs the model stage in onnxruntime (CPU) from ``model_path/detector.onnx``,
-        else ``model.onnx``; the frontend stays the exact torch one on ``device``. ``"auto"`` picks onnx for a
-        converted DIR with a model.onnx on CPU when onnxruntime is installed (measured ~1.7x faster than eager
-        torch on 2 cores, same goldens tolerance), else torch. The torch backend runs the pad-folded twin of
+        else ``model.onnx`` (refused when parity.json says it failed verification); the frontend stays the exact
+        torch one on ``device``. ``"auto"`` picks onnx for a converted DIR on CPU when onnxruntime is installed and
+        parity.json says that ONNX artifact passed (measured ~1.7x faster than eager torch on 2 cores), else torch. The torch backend runs the pad-folded twin of
         the model (``porting.padfold.fold_pad``) whenever the model allows it."""
         from .convert import load_model
 
@@ -111,10 +129,16 @@ class Detector:
         if backend == "auto":
             backend = "onnx" if _onnx_usable(Path(model_path), device) else "torch"
         if backend == "onnx":
-            from .export.onnx import DETECTOR_FILE, load_onnx_model
+            from .export.onnx import DETECTOR_FILE, MODEL_FILE, load_onnx_model
 
-            name = _onnx_file(Path(model_path)).name
-            model, config = load_onnx_model(model_path, name)
+            path = Path(model_path)
+            failed = [n for n, ok in _verified(path).items() if n in (DETECTOR_FILE, MODEL_FILE) and not ok]
+            chosen = _onnx_file(path, require_verified=False) if path.is_dir() else None
+            if chosen is not None and chosen.name in failed:
+                raise UnsupportedModelError(f"{chosen}: failed this model's verification (parity.json); "
+                                            "re-run `port convert` or use --backend torch")
+            model, config = load_onnx_model(model_path, chosen.name if chosen is not None else MODEL_FILE)
+            name = chosen.name if chosen is not None else MODEL_FILE
             folded = name == DETECTOR_FILE
         elif backend == "torch":
             model, config = load_model(model_path, device=device)

@@ -200,8 +200,9 @@ def export_all(
     golden dir); an export or verification failure is recorded in parity.json as a failed artifact.
     """
     from .hf import write_hf_files
-    from .verify import (PARITY_FORMAT, PROBE_DESCRIPTION, TOLERANCE, eager_reference, golden_cases_for,
-                         probe_waveforms, runtime_versions)
+    from ..parity.fingerprint import machine_fingerprint
+    from .verify import (PARITY_FORMAT, PROBE_DESCRIPTION, RULES, TOLERANCE, case_label, eager_reference,
+                         golden_cases_for, probe_waveforms, runtime_versions)
 
     out_dir = Path(out_dir)
     log = log or (lambda msg: None)
@@ -236,12 +237,14 @@ def export_all(
     parity = {
         "format": PARITY_FORMAT,
         "tolerance": TOLERANCE,
+        "rules": RULES,
+        "fingerprint": machine_fingerprint(),
         "passed": all(a["passed"] for a in artifacts.values()),
         "model": {"file": config.get("source", {}).get("file"), "sha256": config.get("source", {}).get("sha256")},
         "reference": "the eager port (porting.detect's path: CPU torch.stft, per-window mel GEMM, crop/pad, "
                      "normalize, model one window per forward, softmax)",
         "probe": {"description": PROBE_DESCRIPTION, "windows": int(probe_wave.shape[0])},
-        "golden": None if golden_dir is None else {"dir": str(golden_dir), "cases": [c.name for c in cases],
+        "golden": None if golden_dir is None else {"dir": str(golden_dir), "cases": [case_label(c) for c in cases],
                                                    "windows": int(sum(len(c.stored_windows) for c in cases))},
         "versions": runtime_versions(),
         "artifacts": artifacts,

@@ -8,8 +8,11 @@ model, softmax) is the reference. When a golden store holds cases captured from 
 sha256), every stored window is checked too: ``X.model_input`` -> ``Y.logits`` for classifiers,
 ``A.waveform`` -> ``Y.logits`` / ``Y.probs`` for pipelines.
 
-Every check is max |diff| <= 1e-5 (absolute). No artifact passes with a warning: one failed gating check
-fails the artifact. Only the TFLite XNNPACK run is informational (``gating: false``): the gate runs the
+Every check goes through the one comparison engine (``porting.parity.compare_rule``) with the contract's
+rules: logits by the row rule (``|d| <= 1e-5 + 1e-5 * max|row|``), probabilities and confidences within 1e-5
+absolute. Checks against the eager port run on this machine, so they are strict-tier; checks against a golden
+capture use that capture's tier (its numerics fingerprint against this machine's). No artifact passes with a
+warning: one failed gating check fails the artifact. Only the TFLite XNNPACK run is informational (``gating: false``): the gate runs the
 builtin resolver, XNNPACK's numbers are reported beside it.
 """
 
@@ -24,13 +27,11 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..frontend.config import FrontendConfig, WindowConfig
-from ..frontend.mel import mel_db
-from ..frontend.normalize import normalize
-from ..frontend.pad import crop_pad
-from ..pipeline import activate, activation_of
+from ..frontend.config import WindowConfig
+from ..graph import StageGraph
 
 TOLERANCE = 1e-5
+RULES = "logits: |d| <= 1e-5 + 1e-5 * max|row|; probs and confidence: 1e-5 absolute; tiers as in porting.parity.contract"
 PARITY_FORMAT = "porting.parity/1"
 PROBE_SEED = 20261122
 PROBE_DESCRIPTION = (
@@ -74,11 +75,8 @@ def probe_waveforms(cfg: WindowConfig = WindowConfig(), seed: int = PROBE_SEED) 
 
 
 def model_input(waveform: torch.Tensor, config: dict) -> torch.Tensor:
-    """Stages B, C and normalization exactly as the eager port runs them (``porting.detect``)."""
-    fe = FrontendConfig.from_dict(config.get("frontend", {}))
-    norm = config.get("normalize")
-    x = crop_pad(mel_db(waveform, fe.mel), fe.pad)
-    return normalize(x, norm["mean"], norm["std"]) if norm else x
+    """Stages B, C and normalization exactly as the eager port runs them (the stage graph)."""
+    return StageGraph.from_config(config).model_input(waveform)
 
 
 @torch.inference_mode()
@@ -89,54 +87,54 @@ def eager_reference(model: torch.nn.Module, config: dict, waveform: torch.Tensor
     the run that is bitwise with the goldens, while a batched forward moves logits by up to ~6e-6
     (measured on the probe), which would eat most of the 1e-5 budget of the artifact under test.
     """
-    x = model_input(waveform, config)
+    graph = StageGraph.from_config(config)
+    x = graph.model_input(waveform)
     model = model.cpu().eval()
     logits = torch.cat([model(x[i:i + 1]) for i in range(len(x))]).float()
-    probs = activate(logits, activation_of(config))
-    return {"model_input": x, "logits": logits, "probs": probs, "confidence": probs[:, int(config["positive_index"])]}
+    probs = graph.activate(logits)
+    return {"model_input": x, "logits": logits, "probs": probs, "confidence": graph.confidence(probs)}
 
 
 def golden_cases_for(config: dict, golden_dir: str | Path) -> list:
-    """The golden cases (with results) captured from the same pickle as ``config`` (matched by sha256)."""
-    from ..golden import case_paths, load_case
+    """The golden cases (with results) of every capture, captured from the same pickle as ``config``
+    (matched by sha256)."""
+    from ..golden import captures, case_paths, load_case
 
     sha = config.get("source", {}).get("sha256")
     out = []
-    for p in case_paths(golden_dir):
-        meta = json.loads(p.read_text())
-        if meta.get("error") or meta.get("model", {}).get("sha256") != sha:
-            continue
-        out.append(load_case(p))
+    for cap in captures(golden_dir):
+        for p in case_paths(cap.dir):
+            meta = json.loads(p.read_text())
+            if meta.get("error") or meta.get("model", {}).get("sha256") != sha:
+                continue
+            out.append(load_case(p))
     return out
 
 
-def _max_diff(got, want) -> float:
-    got = np.asarray(got, dtype=np.float64)
-    want = np.asarray(want, dtype=np.float64)
-    if got.shape != want.shape:
-        return math.inf
-    if got.size == 0:
-        return 0.0
-    d = np.abs(got - want)
-    return math.inf if not np.all(np.isfinite(d)) else float(d.max())
+def _check(against: str, data: str, output: str, got, want, windows: int, tier, gating: bool = True,
+           note: str | None = None) -> dict:
+    """One row of parity.json: the engine's verdict on one output, with its rule, tier and statistics."""
+    from ..parity.compare import compare_rule
 
-
-def _check(against: str, data: str, output: str, got, want, windows: int, gating: bool = True, note: str | None = None) -> dict:
-    diff = _max_diff(got, want)
+    stage = "Y.logits" if output == "logits" else f"Y.{output}"
+    r = compare_rule(stage, np.asarray(want, dtype=np.float64), np.asarray(got, dtype=np.float64), tier.name)
+    finite = math.isfinite(r.max_abs)
     row = {
         "against": against, "data": data, "windows": windows, "output": output,
-        "max_abs_diff": diff if math.isfinite(diff) else None, "tolerance": TOLERANCE,
-        "passed": bool(diff <= TOLERANCE), "gating": gating,
+        "max_abs_diff": r.max_abs if finite else None, "max_rel": r.max_rel if finite else None,
+        "max_ulps": r.max_ulps if finite else None, "margin": r.margin if finite else None,
+        "rule": r.rule, "tier": tier.name, "tier_reason": tier.why, "tolerance_at_worst": r.tol,
+        "passed": bool(r.passed), "gating": gating,
     }
     if note:
         row["note"] = note
     return row
 
 
-def _confidence(logits: np.ndarray, config: dict) -> np.ndarray:
-    """The activation of an artifact's logits, taken in torch as the port does (for classifier artifacts)."""
-    probs = activate(torch.from_numpy(np.asarray(logits, dtype=np.float32)), activation_of(config))
-    return probs[:, int(config["positive_index"])].numpy()
+def case_label(case) -> str:
+    """``rn18__x`` for the store's own capture, ``amd-epyc-zen4/rn18__x`` for one under captures/."""
+    up = case.dir.parent
+    return case.name if up.parent.name != "captures" else f"{up.name}/{case.name}"
 
 
 def check_runner(
@@ -149,26 +147,33 @@ def check_runner(
     gating: bool = True,
 ) -> list[dict]:
     """All checks of one loaded artifact. ``kind`` is "model" (input: model input) or "pipeline" (input: waveform)."""
-    pos = int(config["positive_index"])
+    from ..parity.contract import STRICT, Tier
+    from ..parity.run import tier_for
+
+    graph = StageGraph.from_config(config)
+    pos = graph.require_positive()
     rows = []
-    derived = "activation (softmax) of the artifact's logits, computed outside it"
+    derived = "activation of the artifact's logits, computed outside it (porting.graph)"
 
-    def compare(against: str, data: str, out: dict, logits, probs, conf, n: int):
-        rows.append(_check(against, data, "logits", out["logits"], logits, n, gating))
+    def compare(against: str, data: str, out: dict, logits, probs, conf, n: int, tier):
+        rows.append(_check(against, data, "logits", out["logits"], logits, n, tier, gating))
         if kind == "pipeline":
-            rows.append(_check(against, data, "probs", out["probs"], probs, n, gating))
-            rows.append(_check(against, data, "confidence", out["confidence"], conf, n, gating))
+            rows.append(_check(against, data, "probs", out["probs"], probs, n, tier, gating))
+            rows.append(_check(against, data, "confidence", out["confidence"], conf, n, tier, gating))
         else:
-            rows.append(_check(against, data, "confidence", _confidence(out["logits"], config), conf, n, gating, derived))
+            got = graph.confidence(graph.activate(torch.from_numpy(np.asarray(out["logits"], dtype=np.float32)))).numpy()
+            rows.append(_check(against, data, "confidence", got, conf, n, tier, gating, derived))
 
+    here = Tier(STRICT, "the eager port on this machine")
     x = probe_waveform if kind == "pipeline" else probe["model_input"]
     out = run(x.numpy())
-    compare("eager", "probe", out, probe["logits"], probe["probs"], probe["confidence"], len(x))
+    compare("eager", "probe", out, probe["logits"], probe["probs"], probe["confidence"], len(x), here)
     for case in cases:
         t = case.tensors
         x = t["A.waveform"] if kind == "pipeline" else t["X.model_input"]
         out = run(x.numpy())
-        compare("golden", case.name, out, t["Y.logits"], t["Y.probs"], t["Y.probs"][:, pos], len(x))
+        tier, _ = tier_for(case)
+        compare("golden", case_label(case), out, t["Y.logits"], t["Y.probs"], t["Y.probs"][:, pos], len(x), tier)
     return rows
 
 
@@ -190,7 +195,7 @@ def runtime_versions() -> dict:
 
 def format_parity(parity: dict) -> str:
     """One line per artifact: PASS/FAIL, worst diff vs eager and vs goldens (gating checks)."""
-    lines = [f"exports (tolerance {parity['tolerance']:g}, max |diff| vs eager probe / vs goldens):"]
+    lines = [f"exports ({parity['rules']}; max |diff| vs eager probe / vs goldens):"]
     for name, art in parity["artifacts"].items():
         if art.get("error"):
             lines.append(f"  FAIL {name:26s} {art['error']}")
@@ -199,7 +204,7 @@ def format_parity(parity: dict) -> str:
                      f"  ({art['runtime']})")
         for extra in art.get("informational", []):
             lines.append(f"       {'':26s} {_worst(extra, 'eager'):>9s} / {_worst(extra, 'golden'):>9s}"
-                         f"  ({extra['runtime']}, not gating: {'within' if extra['passed'] else 'MISSES'} 1e-5)")
+                         f"  ({extra['runtime']}, not gating: {'within' if extra['passed'] else 'MISSES'} the contract)")
     return "\n".join(lines)
 
 
