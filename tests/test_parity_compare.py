@@ -193,7 +193,7 @@ def test_report_table_and_files(orca, tmp_path):
     run = CaseRun(ParityReport(orca.name, "cpu", stages), worst, (conf, conf + 1e-9))
     table = format_table([run])
     assert "B.mel_db" in table and "FAIL" in table and "window 35 (35-37 s), mel bin 12, frame 80" in table
-    assert "0 of 1 cases pass; failing: rn18__orca60_pcm16_48k" in table
+    assert "0 of 1 case captures pass; failing: rn18__orca60_pcm16_48k (golden)" in table
 
     md = write_report([run], tmp_path / "rep")
     text = md.read_text()
@@ -204,7 +204,7 @@ def test_report_table_and_files(orca, tmp_path):
         assert f"]({p.relative_to(tmp_path / 'rep').as_posix()})" in text
         w, h, _ = _decode_png(p.read_bytes())
         assert png.decode_png_size(p.read_bytes())[:2] == (w, h)
-    w, h, _ = _decode_png((tmp_path / "rep" / "rn18__orca60_pcm16_48k__cpu" / "B.mel_db.png").read_bytes())
+    w, h, _ = _decode_png((tmp_path / "rep" / "rn18__orca60_pcm16_48k__golden__cpu" / "B.mel_db.png").read_bytes())
     assert (w, h) == (3 * 157 + 2 * png.GAP, 2 * 256)  # [256 mel, 157 frames], rows doubled
     assert not [p for p in (tmp_path / "rep").iterdir() if p.name.startswith(".")]  # temp dir cleaned up
 

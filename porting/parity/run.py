@@ -77,9 +77,9 @@ def load_detector(model_path: Path, device: str, backend: str = "torch", batch_s
 def port_outputs(case: Case, det) -> dict[str, object]:
     """Every chained stage the port computes for ``case``'s recording (the same for every capture)."""
     decode, windows, mel, pad, normalize, _, agg = _modules()
+    info = decode.probe(case.audio_path)
     g = det.graph
     fe = g.frontend
-    info = decode.probe(case.audio_path)
     sr = info.sample_rate
     starts = [windows.pydub_frame(w, sr) for w in case.stored_windows]
     out: dict[str, object] = {}
@@ -183,7 +183,10 @@ def check_case(case: Case, det, tier: Tier, capture: Capture | None = None) -> C
     except PortingError as err:  # the port refused a recording legacy scored: a failure of this case
         note = f"legacy scored {case.meta.get('n_windows')} windows; port raised {type(err).__name__}: {err}"
         stage = StageResult("port", (), 0.0, False, math.inf, math.inf, math.inf, math.inf, None, [], note)
-        return CaseRun(ParityReport(case.name, str(det.device), [stage]), tier=tier)
+        name = capture.name if capture else "golden"
+        device = str(det.device) if det is not None else "cpu"
+        return CaseRun(ParityReport(case.name, device, [stage], capture=name), tier=tier, capture=name,
+                       golden_fingerprint=capture.fingerprint if capture else None)
     return compare_case(case, actual, det, tier, capture)
 
 
@@ -200,7 +203,8 @@ def _check_refusal(case: Case, device: str, tier: Tier, capture: Capture | None 
     else:
         stage = StageResult("refusal", (), 0.0, False, 0.0, 0.0, 0.0, 0.0, None, [], f"legacy crashed ({legacy}) but the port planned {len(plan)} windows")
     name = capture.name if capture else "golden"
-    return CaseRun(ParityReport(case.name, device, [stage], capture=name), tier=tier, capture=name)
+    return CaseRun(ParityReport(case.name, device, [stage], capture=name), tier=tier, capture=name,
+                   golden_fingerprint=capture.fingerprint if capture else None)
 
 
 def _capture_of(cases_dir: Path) -> Capture:
