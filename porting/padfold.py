@@ -27,8 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from . import layers as L
-from .frontend.config import FrontendConfig
-from .frontend.normalize import normalize
+from .graph import StageGraph
 
 # Elementwise layers: column j of the output depends on column j of the input only.
 _POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Hardtanh, nn.ELU, nn.SiLU, nn.GELU,
@@ -217,15 +216,14 @@ class PadFolded(nn.Module):
 def fold_pad(model: nn.Module, config: dict) -> PadFolded | None:
     """A ``PadFolded`` twin of ``model`` for the detector's windows, or None where nothing can be folded
     (a window longer than the model input, no analysable leading layers, or no saving)."""
-    fe = FrontendConfig.from_dict(config.get("frontend", {}))
+    graph = StageGraph.from_config(config)
+    fe = graph.frontend
     n_data, frames = fe.mel.n_frames(fe.windows.window_samples), fe.pad.frames
     if n_data >= frames:
         return None
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    norm = config.get("normalize")
-    x = torch.full((1, 1, fe.mel.n_mels, frames), fe.pad.pad_value, device=device)
-    x = normalize(x, norm["mean"], norm["std"]) if norm else x
+    x = graph.normalized(torch.full((1, 1, fe.mel.n_mels, frames), fe.pad.pad_value, device=device))
     ops = _flatten(model)
     facts, maps = _analyse(ops, x, n_data)
     ends = _plan(facts, n_data)

@@ -40,7 +40,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import MalformedModelError, UnsupportedModelError
-from .frontend.config import FrontendConfig, MelConfig, PadConfig
+from .frontend.config import MelConfig, PadConfig
+from .graph import StageGraph, activate
 from .frontend.mel import MelDB, _build_window, mel_filterbank
 
 
@@ -157,29 +158,6 @@ class DFTMelDB(nn.Module):
         return db
 
 
-ACTIVATIONS = ("softmax", "sigmoid", "exp", "identity")
-
-
-def activation_of(config: dict) -> dict:
-    """The recorded output activation (``Detector.activate``'s set; default softmax over the last axis, README §4)."""
-    act = dict(config.get("activation") or {"name": "softmax", "dim": -1})
-    if act.get("name") not in ACTIVATIONS:
-        raise UnsupportedModelError(f"output activation {act.get('name')!r} cannot be exported; supported: {', '.join(ACTIVATIONS)}")
-    return act
-
-
-def activate(logits: Tensor, act: dict) -> Tensor:
-    """Apply an ``activation_of`` dict to logits, as fastai's ``predict`` did."""
-    name = act["name"]
-    if name == "softmax":
-        return torch.softmax(logits, dim=int(act.get("dim", -1)))
-    if name == "sigmoid":
-        return torch.sigmoid(logits)
-    if name == "exp":
-        return torch.exp(logits)
-    return logits
-
-
 def _crop_pad(spec: Tensor, cfg: PadConfig) -> Tensor:
     """Stage C as in ``porting.frontend.pad.crop_pad`` (frames static in the graph): pad value after, or crop."""
     t = spec.shape[-1]
@@ -198,7 +176,8 @@ class Pipeline(nn.Module):
 
     def __init__(self, model: nn.Module, config: dict, dft: str = "matmul"):
         super().__init__()
-        fe = FrontendConfig.from_dict(config.get("frontend", {}))
+        graph = StageGraph.from_config(config)
+        fe = graph.frontend
         if dft == "matmul":
             self.mel = DFTMelDB(fe.mel)
         elif dft == "fft":
@@ -209,8 +188,8 @@ class Pipeline(nn.Module):
         self.pad_cfg = fe.pad
         self.window_samples = fe.windows.window_samples
         self.positive_index = int(config["positive_index"])
-        self.act = activation_of(config)
-        norm = config.get("normalize")
+        self.act = graph.activation
+        norm = graph.normalize
         self.normalized = bool(norm)
         if norm:
             # float32 stats, as legacy's tensors were (golden/README.md §4); padding is normalized too.
@@ -223,7 +202,7 @@ class Pipeline(nn.Module):
         if self.normalized:
             x = (x - self.mean) / self.std
         logits = self.model(x).float()
-        probs = activate(logits, self.act)
+        probs = activate(logits, self.act)  # porting.graph's, the one activation
         return probs[:, self.positive_index], probs, logits
 
 

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from ..errors import ExportError, PortingError
-from ..frontend.config import FrontendConfig
+from ..graph import StageGraph
 
 FORMATS = ("onnx", "torchscript", "pt2", "tflite")
 ARTIFACTS = {
@@ -137,7 +137,7 @@ def _kind(path: Path) -> str:
 
 
 def _io(kind: str, fmt: str, config: dict, name: str = "") -> dict:
-    fe = FrontendConfig.from_dict(config.get("frontend", {}))
+    fe = StageGraph.from_config(config).frontend
     if kind == "model":
         meaning = "model input AFTER normalization (golden X.model_input)"
         if name.startswith("detector."):
@@ -214,7 +214,7 @@ def export_all(
             raise ExportError(f"--golden {golden_dir}: not a golden store (no cases/ folder); pass the golden/ directory")
         cases = golden_cases_for(config, golden_dir)
     model = model.cpu().eval()
-    fe = FrontendConfig.from_dict(config.get("frontend", {}))
+    fe = StageGraph.from_config(config).frontend
     probe_wave = probe_waveforms(fe.windows)
     probe = eager_reference(model, config, probe_wave)
 

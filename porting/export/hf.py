@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from ..frontend.config import FrontendConfig
+from ..graph import StageGraph
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
 CARD_NAME = "README.md"
@@ -19,7 +19,7 @@ PREPROCESSOR_FORMAT = "porting.preprocessor/1"
 
 def preprocessor_config(config: dict) -> dict:
     """Stage A-C parameters and normalization, each quirk named with its golden/README.md section."""
-    fe = FrontendConfig.from_dict(config.get("frontend", {}))
+    fe = StageGraph.from_config(config).frontend
     w, m, p = fe.windows, fe.mel, fe.pad
     norm = config.get("normalize")
     return {
@@ -123,7 +123,7 @@ def model_card(config: dict, parity: dict) -> str:
     """The README.md model card."""
     src = config.get("source", {})
     root, counts, params = _architecture(config)
-    fe = FrontendConfig.from_dict(config.get("frontend", {}))
+    fe = StageGraph.from_config(config).frontend
     norm = config.get("normalize")
     classes = config.get("classes")
     pos = config.get("positive_index")

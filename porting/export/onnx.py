@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ExportError, MalformedModelError
-from ..frontend.config import FrontendConfig
+from ..graph import StageGraph
 from ..padfold import fold_pad
 from ..pipeline import Classifier, Pipeline
 
@@ -48,7 +48,7 @@ def missing() -> str | None:
 
 def example_inputs(config: dict, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
     """Deterministic example (spectrogram ``[B, 1, n_mels, frames]``, waveform ``[B, N]``) used for tracing."""
-    fe = FrontendConfig.from_dict(config.get("frontend", {}))
+    fe = StageGraph.from_config(config).frontend
     g = torch.Generator().manual_seed(0)
     spec = torch.randn(batch, 1, fe.mel.n_mels, fe.pad.frames, generator=g)
     wave = 0.1 * torch.randn(batch, fe.windows.window_samples, generator=g)
