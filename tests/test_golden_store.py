@@ -57,15 +57,18 @@ def test_manifest_lists_every_file_with_its_sha256_and_size():
 def test_manifest_records_each_case_provenance():
     manifest = json.loads((GOLDEN / MANIFEST_NAME).read_text())
     cases = sorted(p.stem for p in (GOLDEN / "cases").glob("*.json"))
-    assert sorted(manifest["cases"]) == cases
+    amd = sorted(f"amd-epyc-zen4/{p.stem}" for p in (GOLDEN / "captures" / "amd-epyc-zen4" / "cases").glob("*.json"))
+    assert sorted(manifest["cases"]) == sorted(cases + amd) and len(amd) == len(cases)  # every case captured twice
     for name, entry in manifest["cases"].items():
-        meta = json.loads((GOLDEN / "cases" / f"{name}.json").read_text())
+        capture, _, stem = name.rpartition("/")
+        rel = f"captures/{capture}/cases/{stem}.json" if capture else f"cases/{name}.json"
+        meta = json.loads((GOLDEN / rel).read_text())
         assert entry["provenance"] == meta["provenance"]
         assert entry["model"] == {"file": f"models/{meta['model']['file']}", "sha256": meta["model"]["sha256"]}
         assert entry["audio"] == {"file": f"audio/{meta['audio']['file']}", "sha256": meta["audio"]["sha256"]}
         for role in ("model", "audio"):
             assert manifest["files"][entry[role]["file"]]["sha256"] == entry[role]["sha256"]
-        assert entry["files"][0] == f"cases/{name}.json"
+        assert entry["files"][0] == rel
         assert ("error" in meta) == (len(entry["files"]) == 1) == entry["outcome"].startswith("error: ")
 
 
@@ -76,7 +79,7 @@ def test_committed_manifest_is_current():
 def test_port_golden_verify_accepts_the_store():
     done = _port("golden", "verify", str(GOLDEN))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("ok: 27 files")
+    assert done.stdout.startswith("ok: 45 files")  # 27 + the AMD capture's 15 cases files, README and 2 fingerprints
 
 
 def test_port_golden_verify_reports_a_tampered_file(store):
@@ -102,7 +105,9 @@ def test_verify_reports_missing_extra_and_inconsistent(store):
     assert result.missing == ["audio/too_short_1500ms.wav"]
     assert result.extra == ["cases/evil.json"]
     assert [c.split(" ")[0] for c in result.changed] == ["models/sq11-norm.pkl"]
-    assert sorted(i.split(":")[0] for i in result.inconsistent) == ["sq11-norm__orca60_pcm16_48k", "sq11-norm__pcm16_16k_short"]
+    assert sorted(i.split(":")[0] for i in result.inconsistent) == [
+        "amd-epyc-zen4/sq11-norm__orca60_pcm16_48k", "amd-epyc-zen4/sq11-norm__pcm16_16k_short",
+        "sq11-norm__orca60_pcm16_48k", "sq11-norm__pcm16_16k_short"]
     lines = result.problems()
     assert lines[0] == "missing: audio/too_short_1500ms.wav" and lines[1] == "extra: cases/evil.json"
 
