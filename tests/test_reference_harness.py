@@ -198,3 +198,21 @@ def test_regenerate_dry_run_takes_budgets_and_dates_from_the_store(tmp_path):
     assert f"--capture-date {known['capture_date']}" in lines[0]
     assert "--case sq11-norm__pcm16_8k_2500ms" in lines[1] and f"--max-bytes {caseio.DEFAULT_MAX_BYTES}" in lines[1]
     assert "--capture-date" not in lines[1]  # no such case in the store: a new date
+
+
+def test_regenerate_records_the_fingerprint_the_legacy_python_measures(tmp_path):
+    """fingerprint.json is measured by --legacy-python itself (here: this interpreter), with the capture's threads."""
+    import argparse
+    import importlib.machinery
+    import importlib.util
+
+    from porting.parity.fingerprint import load_fingerprint, machine_fingerprint, match
+
+    loader = importlib.machinery.SourceFileLoader("regenerate_golden", str(ROOT / "tools" / "regenerate_golden"))
+    spec = importlib.util.spec_from_loader("regenerate_golden", loader)
+    regen = importlib.util.module_from_spec(spec)
+    loader.exec_module(regen)
+    path = regen.record_fingerprint(argparse.Namespace(legacy_python=sys.executable, threads=1), tmp_path)
+    fp = load_fingerprint(tmp_path)
+    assert path == tmp_path / "fingerprint.json" and fp["threads"] == 1 and fp["recorded"] is True
+    assert match(machine_fingerprint(), fp)[0]  # same machine: the strict tier for cases captured here
