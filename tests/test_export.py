@@ -330,6 +330,21 @@ def test_cli_detect_backend_onnx_gives_the_torch_backends_windows(sq_dir, tmp_pa
 
 
 @pytest.mark.parity
+def test_port_parity_checks_what_the_onnx_backend_ships(sq_dir):
+    """`port parity --backend onnx --model DIR`: detector.onnx in onnxruntime, every stage, every capture."""
+    pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
+    from porting.parity.run import run_parity
+
+    out, _ = sq_dir
+    runs = run_parity(GOLDEN, model_path=out, backend="onnx")
+    assert sorted((r.report.case, r.capture) for r in runs) == sorted(
+        (f"{SQ}__{rec}", cap) for rec in ("orca60_pcm16_48k", "pcm16_16k_short") for cap in ("golden", "amd-epyc-zen4"))
+    for r in runs:
+        assert r.report.passed, r.report.summary()
+        assert {"Y.logits", "all.logits", "all.confidence", "agg.local_predictions"} <= {s.stage for s in r.report.stages}
+
+
+@pytest.mark.parity
 def test_auto_backend_picks_onnx_for_a_converted_dir_and_torch_for_a_pickle(sq_dir):
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
     from porting.detect import Detector
@@ -337,6 +352,24 @@ def test_auto_backend_picks_onnx_for_a_converted_dir_and_torch_for_a_pickle(sq_d
     out, _ = sq_dir
     assert Detector.load(out, backend="auto").backend == "onnx"
     assert Detector.load(GOLDEN / "models" / f"{SQ}.pkl", backend="auto").backend == "torch"
+
+
+@pytest.mark.parity
+def test_auto_backend_skips_and_onnx_backend_refuses_an_artifact_that_failed_verification(sq_dir, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
+    import shutil
+
+    from porting.detect import Detector
+
+    out = tmp_path / "failed"
+    shutil.copytree(sq_dir[0], out)
+    parity = json.loads((out / "parity.json").read_text())
+    for name in ("detector.onnx", "model.onnx"):
+        parity["artifacts"][name]["passed"] = False
+    (out / "parity.json").write_text(json.dumps(parity))
+    assert Detector.load(out, backend="auto").backend == "torch"
+    with pytest.raises(UnsupportedModelError, match="detector.onnx: failed this model's verification"):
+        Detector.load(out, backend="onnx")
 
 
 def test_onnx_backend_needs_a_converted_dir_with_model_onnx(tmp_path):

@@ -4,7 +4,7 @@
 (``model.*``: normalized model input ``[B, 1, 256, 312]`` -> logits) and the pipeline artifact
 (``pipeline.*``: stage-A windows ``[B, 40000]`` -> confidence, probs, logits); for ONNX also the
 pad-folded classifier ``detector.onnx`` that ``port detect`` runs (``porting.padfold``). It loads each back in its
-own runtime, checks it at 1e-5 against the eager port on a probe batch and against the goldens of the same
+own runtime, checks it by the parity contract against the eager port on a probe batch and against the goldens of the same
 pickle when a golden store is given (``verify``), then writes ``parity.json`` and the HF-style
 ``preprocessor_config.json`` + ``README.md``. An artifact that misses the tolerance, or fails to export or
 load, is marked failed; nothing passes with a warning. ``port convert`` runs this inside its temp dir, so

@@ -44,7 +44,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "parity: compares a port stage with golden tensors at 1e-5")
+    config.addinivalue_line("markers", "parity: compares a port stage with golden tensors by the parity contract (strict or portable tier)")
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped when none is present)")
     setattr(config, _RUNS_KEY, [])  # CaseRuns recorded by parity_check
 
