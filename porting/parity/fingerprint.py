@@ -123,7 +123,8 @@ def describe(fp: dict | None) -> str:
     cpu = fp.get("cpu") or {}
     parts = [str(cpu.get("vendor") or "unknown vendor")]
     if cpu.get("family") is not None:
-        parts.append(f"family {cpu['family']} model {cpu.get('model')}")
+        model = cpu.get("model")
+        parts.append(f"family {cpu['family']} model {model if model is not None else 'not recorded'}")
     if cpu.get("name"):
         parts.append(f"({cpu['name']})")
     text = " ".join(parts)
