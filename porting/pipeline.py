@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import MalformedModelError, UnsupportedModelError
+from .errors import MalformedModelError
 from .frontend.config import MelConfig, PadConfig
 from .graph import StageGraph, activate
 from .frontend.mel import MelDB, _build_window, mel_filterbank

@@ -20,7 +20,6 @@ from conftest import GOLDEN, golden_cases
 from porting.frontend.config import FrontendConfig, MelConfig
 from porting.frontend.mel import mel_db
 from porting.golden import load_case
-from porting.graph import StageGraph
 from porting.parity.compare import compare, compare_rule
 from porting.parity.contract import PORTABLE, STRICT, Context, choose_tier, rule_for
 from porting.parity.fingerprint import load_fingerprint, machine_fingerprint, match

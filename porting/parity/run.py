@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
-import torch
 
 from ..errors import GoldenError, PortingError
 from ..golden import Capture, Case, captures, case_paths, file_digest, load_case
 from .compare import ATOL, ParityReport, StageResult, compare, compare_exact, compare_rule
-from .contract import GOLDEN_INPUT, PORTABLE, REGENERATE, STRICT, Context, Tier, choose_tier
+from .contract import GOLDEN_INPUT, REGENERATE, STRICT, Context, Tier, choose_tier
 
 CHAINED = ("A.segment", "A.downmix", "A.waveform", "B.mel_db", "C.padded", "X.model_input", "Y.logits", "Y.probs")
 ALL = ("all.logits", "all.probs", "all.confidence")
