@@ -1,0 +1,657 @@
+"""SEW-D (``SEWDModel`` / ``SEWDForSequenceClassification``) rebuilt in plain torch.
+
+Mirrors ``transformers/models/sew_d/modeling_sew_d.py`` (transformers 4.57) module for module, so a transformers
+``state_dict()`` loads with ``strict=True`` once the positional conv's weight norm is folded
+(``porting.hf.base.fold_weight_norm`` with ``SEWDModel.weight_norm_dims``). Data flow of ``SEWDModel.forward``:
+
+    wav [B, S] -> feature_extractor (wav2vec2 CNN) [B, C, T'] -> layer_norm (+ feature_projection) [B, T', H]
+      -> SEWDEncoder: zero padded frames; pos_conv_embed (strided by squeeze_factor) + AvgPool1d squeeze
+         [B, T'//sf, H] -> DeBERTa-v2 encoder (disentangled attention) [B, T'//sf, H]
+         -> upsample (linear H -> H*sf, reshape) [B, (T'//sf)*sf, H] -> zero-pad to [B, T', H]
+
+Quirks of the reference reproduced here (each tested in ``tests/test_hf_sewd.py``):
+
+* ``hidden_states`` (``SEWDTransformerEncoder.forward``) are collected INSIDE the DeBERTa encoder, at the squeezed
+  length T'//sf: entry 0 is the encoder input (pooled features + positional conv, no layer norm), entry i the
+  output of layer i (entry 1 after the optional ``conv`` module), entry L the last layer's output BEFORE
+  upsampling. ``SEWDModel``'s ``last_hidden_state`` is the upsampled [B, T', H] tensor, which is therefore NOT
+  ``hidden_states[-1]`` (different length, and an extra linear + activation). ``EncoderOutput.hidden_states``
+  holds transformers' entries; heads must take ``last_hidden_state`` from ``SEWDModel.encode_full``.
+* Squeeze lengths (``SEWDEncoder.forward``): the pool gives T'//sf frames; the strided positional conv gives
+  T'//sf (even kernel, after ``SEWDSamePadLayer`` drops one) or ceil(T'/sf) (odd kernel) frames, so
+  ``min_length`` is always T'//sf. The upsampled sequence has (T'//sf)*sf frames; when T' is not a multiple of sf
+  transformers zero-pads the last T' % sf frames (``if hidden_states.shape[1] < n_input_timesteps: pad``), so
+  those output frames are exactly 0 whatever the input. That ``if`` is a Python branch on a shape: a
+  ``torch.jit.trace`` of transformers' SEWDModel made at a T' divisible by sf has no pad op and returns
+  (T'//sf)*sf frames at any other T' (measured: traced at T'=38, run at T'=37 -> 36 frames instead of 37; traced
+  at a non-divisible T' it generalises, the pad width being traced). Here the pad width ``T' % sf`` is always
+  applied (zero-width when divisible), so one trace / ONNX graph serves every length (tested).
+* Masks (``SEWDEncoder.forward``, ``SEWDTransformerEncoder.get_attention_mask``): with an attention_mask, the
+  frames outside the per-frame mask are zeroed before the squeeze (the positional conv sees those zeros), and the
+  squeezed mask keeps ``frames_valid // sf`` frames, so a squeezed frame mixing real and padded frames is masked
+  out. The attention mask is the pairwise product m_i * m_j, so padded QUERY rows are fully masked too;
+  ``XSoftmax`` fills with ``finfo.min``, softmaxes, then zeroes the masked entries, so those rows attend to
+  nothing (context 0) but still get dense bias + residual + LayerNorm. Without an attention_mask every squeezed
+  frame is valid.
+* Disentangled attention scale (``DisentangledSelfAttention.forward``): ``scale_factor = 1 + ('c2p' in
+  pos_att_type) + ('p2c' in pos_att_type)``; scale = sqrt(float32(head_dim) * scale_factor). The key is divided by
+  the scale BEFORE the content matmul (q @ (k^T / scale)); the c2p and p2c terms are divided after their gather.
+  p2c gathers ``bmm(k, pos_q^T)`` at clamp(-rel + span) and transposes.
+* Relative-position buckets (``make_log_bucket_position``): computed from int64 q-k differences through float
+  space in the DEFAULT float dtype (float32): ``abs_pos / mid`` (true division of int64), ``torch.log``,
+  division by ``torch.log(torch.tensor((max_position - 1) / mid))`` (a Python double rounded to a float32 0-d
+  tensor), ``* (mid - 1)``, ``torch.ceil``, ``+ mid``, times ``sign``, then ``.to(long)`` (truncation of an
+  integer-valued float). |rel| <= mid keeps rel itself. The buckets are NOT clamped to max_position; the clamp to
+  [0, 2*span-1] happens at the c2p/p2c gather. ``relative_position_buckets`` runs exactly these ops on a tensor of
+  exactly the reference's shape, so even a log kernel that differed between vectorised body and scalar tail
+  (ATen runs the tail of a CPU loop, and of each thread's chunk, through the scalar op) would round identically
+  here. Measured on this CPU: both log paths agree for every |rel| up to 4*max(max_position, bucket_size) over
+  bucket_size 4..512 x max_position 8..4096, so thread count does not move any bucket either.
+* ``max_relative_positions`` is not a ``SEWDConfig`` field: transformers reads it with ``getattr(config, ..., -1)``
+  and falls back to ``max_position_embeddings``; likewise ``attention_head_size``, ``conv_kernel_size`` (0: no
+  conv module), ``conv_groups``, ``conv_act`` ('tanh'). The rel-embedding table has 2*position_buckets rows
+  (2*max_relative_positions when position_buckets <= 0). Transformers' ``ConvLayer`` also reads
+  ``config.hidden_dropout_prob``, which SEWDConfig lacks: with ``conv_kernel_size > 0`` transformers only builds
+  when config.json carries that key (AttributeError otherwise); a dropout rate, so not needed here.
+* ``pos_att_type`` goes through ``list(...)`` in ``SEWDConfig.__init__``: a string such as ``"p2c|c2p"`` becomes
+  a list of characters, which disables both relative terms (but keeps scale_factor 1). Reproduced as is.
+* The encoder ``conv`` module (``ConvLayer``) convolves the encoder INPUT (hidden_states[0]), not the layer-0
+  output, masks it, applies ``conv_act``, adds the layer-0 output, LayerNorms and multiplies by the mask.
+* Classification head (``SEWDForSequenceClassification.forward``): without ``use_weighted_layer_sum`` it reads the
+  upsampled last_hidden_state, so with T' % sf != 0 the zero-padded tail frames enter the mean as
+  ``projector.bias`` (also under an attention_mask, for rows whose valid length reaches them). With
+  ``use_weighted_layer_sum`` it stacks the squeezed hidden_states (T'//sf frames) but builds the pooling mask
+  with ``_get_feature_vector_attention_mask(T'//sf, attention_mask)`` from lengths at the T' resolution: any row
+  whose valid length exceeds T'//sf makes transformers raise IndexError. Here the same one-hot-cumsum mask is
+  built without indexing (see ``feature_vector_mask``), equal wherever transformers returns.
+
+Export (tested in ``tests/test_hf_sewd.py``): ``torch.jit.trace`` and ``torch.onnx.export(dynamo=False)`` with
+dynamic batch and time axes follow the input length (ONNX Runtime within 1.1e-7 of transformers at three lengths).
+``torch.export`` works with a dynamic batch at a fixed length; with a dynamic time axis torch 2.13's shape solver
+fails on guards it cannot prove through the conv stack's floor divisions (e.g. ``Mod(2, 2*n + 2) != 0`` from the
+Linear reshapes), unless the length is restricted to a residue class (its own suggestion ``T = 960*k - 480``).
+
+Eval semantics only: no dropout, SpecAugment or layerdrop (``masked_spec_embed`` is kept as a parameter for
+state-dict parity and never read).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from porting.errors import UnsupportedModelError
+from porting.hf.base import FEATURES, LOGITS, POOLED, AudioClassifier, EncoderOutput, hidden_name
+
+# Defaults of transformers' SEWDConfig (configuration_sew_d.py) for keys a config.json may omit, plus the
+# attributes modeling_sew_d.py reads with getattr(config, key, default) although SEWDConfig does not define them.
+SEWD_DEFAULTS = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "squeeze_factor": 2,
+    "max_position_embeddings": 512,
+    "position_buckets": 256,
+    "share_att_key": True,
+    "relative_attention": True,
+    "pos_att_type": ("p2c", "c2p"),
+    "norm_rel_ebd": "layer_norm",
+    "hidden_act": "gelu_python",
+    "layer_norm_eps": 1e-7,
+    "feature_layer_norm_eps": 1e-5,
+    "feat_extract_norm": "group",
+    "feat_extract_activation": "gelu",
+    "conv_dim": (64, 128, 128, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512),
+    "conv_stride": (5, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1, 2, 1),
+    "conv_kernel": (10, 3, 1, 3, 1, 3, 1, 3, 1, 2, 1, 2, 1),
+    "conv_bias": False,
+    "num_conv_pos_embeddings": 128,
+    "num_conv_pos_embedding_groups": 16,
+    "mask_time_prob": 0.05,
+    "mask_feature_prob": 0.0,
+    "use_weighted_layer_sum": False,
+    "classifier_proj_size": 256,
+    # getattr-only attributes (DisentangledSelfAttention, SEWDTransformerEncoder, ConvLayer)
+    "max_relative_positions": -1,
+    "attention_head_size": None,  # None: hidden_size // num_attention_heads
+    "conv_kernel_size": 0,
+    "conv_groups": 1,
+    "conv_act": "tanh",
+}
+
+
+def sewd_config(config: dict) -> dict:
+    """The HF config dict completed with SEWDConfig's defaults, normalised as ``SEWDConfig.__init__`` does.
+
+    ``num_labels`` follows ``PretrainedConfig.__init__``: len(id2label) when given, else num_labels, else 2.
+    """
+    cfg = dict(SEWD_DEFAULTS)
+    keep = set(SEWD_DEFAULTS) | {"num_labels", "id2label", "add_adapter"}
+    cfg.update({k: v for k, v in config.items() if k in keep})
+    for key in ("conv_dim", "conv_stride", "conv_kernel"):
+        cfg[key] = [int(v) for v in cfg[key]]
+    if not len(cfg["conv_dim"]) == len(cfg["conv_stride"]) == len(cfg["conv_kernel"]):
+        raise UnsupportedModelError("SEW-D config: conv_dim, conv_stride and conv_kernel differ in length")
+    # SEWDConfig: self.pos_att_type = list(pos_att_type) -- a string becomes a list of characters.
+    cfg["pos_att_type"] = list(cfg["pos_att_type"]) if cfg["pos_att_type"] is not None else []
+    if cfg["attention_head_size"] is None:
+        if cfg["hidden_size"] % cfg["num_attention_heads"]:
+            raise UnsupportedModelError("SEW-D config: hidden_size is not a multiple of num_attention_heads")
+        cfg["attention_head_size"] = cfg["hidden_size"] // cfg["num_attention_heads"]
+    if int(cfg["max_relative_positions"]) < 1:
+        cfg["max_relative_positions"] = cfg["max_position_embeddings"]
+    if cfg["feat_extract_norm"] not in ("group", "layer"):
+        raise UnsupportedModelError(f"SEW-D config: feat_extract_norm {cfg['feat_extract_norm']!r}")
+    id2label, num_labels = cfg.pop("id2label", None), cfg.get("num_labels")
+    if id2label:
+        if num_labels is not None and int(num_labels) != len(id2label):
+            raise UnsupportedModelError(
+                f"SEW-D config has num_labels={num_labels} but {len(id2label)} id2label entries; fix config.json"
+            )
+        num_labels = len(id2label)
+    cfg["num_labels"] = int(num_labels) if num_labels is not None else 2
+    return cfg
+
+
+# --- activations (transformers/activations.py ACT2CLS), the exact formulas ---------------------------------------
+
+_ACTIVATIONS = {
+    "gelu": lambda x: F.gelu(x),
+    "gelu_python": lambda x: x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),
+    "gelu_new": lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0)))),
+    "gelu_fast": lambda x: 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "relu": F.relu,
+    "relu6": F.relu6,
+    "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid,
+    "silu": F.silu,
+    "swish": F.silu,
+    "linear": lambda x: x,
+}
+
+
+class Activation(nn.Module):
+    """A parameter-free transformers activation by its ACT2FN name."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        if name not in _ACTIVATIONS:
+            raise UnsupportedModelError(f"SEW-D: activation {name!r} is not supported")
+        self.name = name
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _ACTIVATIONS[self.name](x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
+# --- lengths and masks ---------------------------------------------------------------------------------------------
+
+
+def feat_extract_output_lengths(lengths: Tensor, kernels: list[int], strides: list[int]) -> Tensor:
+    """``SEWDPreTrainedModel._get_feat_extract_output_lengths``: floor((L - k) / s) + 1 per conv layer."""
+    for k, s in zip(kernels, strides):
+        lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
+    return lengths
+
+
+def feature_vector_mask(length: int, attention_mask: Tensor, kernels: list[int], strides: list[int]) -> Tensor:
+    """``_get_feature_vector_attention_mask`` without its scatter: bool [B, length], True up to the output length.
+
+    Transformers writes a 1 at index ``out_len - 1`` and takes a reversed cumsum, so frame j is valid iff
+    j <= out_len - 1 with Python's negative-index wrap: out_len <= 0 (input shorter than the receptive field)
+    marks ``length + out_len`` frames, out_len == 0 marks ALL frames. Reproduced with a comparison (traceable);
+    where transformers raises IndexError (out_len > length or out_len < 1 - length) this returns all True/False.
+    """
+    idx = feat_extract_output_lengths(attention_mask.sum(-1), kernels, strides).to(torch.long) - 1
+    idx = torch.where(idx < 0, idx + length, idx)
+    return torch.arange(length, device=attention_mask.device)[None, :] <= idx[:, None]
+
+
+# --- relative positions ----------------------------------------------------------------------------------------------
+
+
+def log_bucket_position(relative_pos: Tensor, bucket_size: int, max_position: int) -> Tensor:
+    """``make_log_bucket_position`` op for op (float result, integer-valued), see the module docstring.
+
+    |rel| < mid is first replaced by mid - 1 (so its log is finite) and then discarded by the final where, which
+    keeps rel for |rel| <= mid; beyond, ceil(log(|rel| / mid) / log((max_position - 1) / mid) * (mid - 1)) + mid,
+    signed. All float math is in the default dtype, as in transformers (int64 / int true division).
+    """
+    sign = torch.sign(relative_pos)
+    mid = bucket_size // 2
+    inside = (relative_pos < mid) & (relative_pos > -mid)
+    abs_pos = torch.where(inside, torch.tensor(mid - 1).type_as(relative_pos), torch.abs(relative_pos))
+    log_base = torch.log(torch.tensor((max_position - 1) / mid))
+    log_pos = torch.ceil(torch.log(abs_pos / mid) / log_base * (mid - 1)) + mid
+    return torch.where(abs_pos <= mid, relative_pos.type_as(log_pos), log_pos * sign)
+
+
+def relative_position_buckets(
+    query_size: int, key_size: int, bucket_size: int = -1, max_position: int = -1, device=None
+) -> Tensor:
+    """``build_relative_position``: int64 [1, query_size, key_size], q_i - k_j, log-bucketed when both > 0."""
+    rel = torch.arange(query_size, device=device)[:, None] - torch.arange(key_size, device=device)[None, :]
+    if bucket_size > 0 and max_position > 0:
+        rel = log_bucket_position(rel, bucket_size, max_position)
+    return rel.to(torch.long).unsqueeze(0)
+
+
+# --- CNN feature encoder (wav2vec2's) --------------------------------------------------------------------------------
+
+
+class _ConvLayer(nn.Module):
+    """One ``SEWD{No,Group,}LayerNormConvLayer``: conv -> [GroupNorm | LayerNorm over channels] -> activation."""
+
+    def __init__(self, cfg: dict, i: int):
+        super().__init__()
+        c_in = cfg["conv_dim"][i - 1] if i > 0 else 1
+        c_out = cfg["conv_dim"][i]
+        self.conv = nn.Conv1d(
+            c_in, c_out, cfg["conv_kernel"][i], stride=cfg["conv_stride"][i], bias=bool(cfg["conv_bias"])
+        )
+        self.norm = "layer" if cfg["feat_extract_norm"] == "layer" else ("group" if i == 0 else None)
+        if self.norm == "layer":
+            self.layer_norm = nn.LayerNorm(c_out, elementwise_affine=True)
+        elif self.norm == "group":
+            self.layer_norm = nn.GroupNorm(num_groups=c_out, num_channels=c_out, affine=True)
+        self.activation = Activation(cfg["feat_extract_activation"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        if self.norm == "layer":
+            x = self.layer_norm(x.transpose(-2, -1)).transpose(-2, -1)
+        elif self.norm == "group":
+            x = self.layer_norm(x)
+        return self.activation(x)
+
+
+class FeatureEncoder(nn.Module):
+    """``SEWDFeatureEncoder``: [B, S] -> [B, conv_dim[-1], T']."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.conv_layers = nn.ModuleList([_ConvLayer(cfg, i) for i in range(len(cfg["conv_dim"]))])
+
+    def forward(self, input_values: Tensor) -> Tensor:
+        x = input_values[:, None]
+        for layer in self.conv_layers:
+            x = layer(x)
+        return x
+
+
+# --- SEW-D encoder ---------------------------------------------------------------------------------------------------
+
+
+class PositionalConvEmbedding(nn.Module):
+    """``SEWDPositionalConvEmbedding``: grouped conv strided by squeeze_factor (weight norm folded, padding K//2),
+    same-pad trim (drop the last frame for an even K, ``SEWDSamePadLayer``), activation: T'//sf frames for an
+    even K, ceil(T'/sf) for an odd K (the encoder trims to T'//sf). The conv runs with the reference's own
+    padding: an equivalent explicit pad that yields only the kept frames was measured to move results by ~1e-6
+    (oneDNN picks another algorithm), so the reference's shapes are kept for bitwise parity."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        k = cfg["num_conv_pos_embeddings"]
+        self.conv = nn.Conv1d(
+            cfg["hidden_size"], cfg["hidden_size"], kernel_size=k, padding=k // 2,
+            groups=cfg["num_conv_pos_embedding_groups"], stride=cfg["squeeze_factor"],
+        )
+        self.num_pad_remove = 1 if k % 2 == 0 else 0
+        self.activation = Activation(cfg["feat_extract_activation"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv(x)
+        if self.num_pad_remove:
+            x = x[:, :, : -self.num_pad_remove]
+        return self.activation(x)
+
+
+class DisentangledSelfAttention(nn.Module):
+    """DeBERTa-v2 disentangled attention (``DisentangledSelfAttention``), eval path, query = key/value input."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.heads = cfg["num_attention_heads"]
+        self.head_size = cfg["attention_head_size"]
+        all_head = self.heads * self.head_size
+        h = cfg["hidden_size"]
+        self.query_proj = nn.Linear(h, all_head)
+        self.key_proj = nn.Linear(h, all_head)
+        self.value_proj = nn.Linear(h, all_head)
+        self.share_att_key = bool(cfg["share_att_key"])
+        self.pos_att_type = list(cfg["pos_att_type"])
+        self.c2p, self.p2c = "c2p" in self.pos_att_type, "p2c" in self.pos_att_type
+        self.relative_attention = bool(cfg["relative_attention"])
+        self.scale_factor = 1 + int(self.c2p) + int(self.p2c)
+        if self.relative_attention:
+            self.position_buckets = int(cfg["position_buckets"])
+            self.max_relative_positions = int(cfg["max_relative_positions"])
+            self.pos_ebd_size = self.position_buckets if self.position_buckets > 0 else self.max_relative_positions
+            if not self.share_att_key:
+                if self.c2p:
+                    self.pos_key_proj = nn.Linear(h, all_head)
+                if self.p2c:
+                    self.pos_query_proj = nn.Linear(h, all_head)
+
+    def _split(self, x: Tensor) -> Tensor:
+        # transpose_for_scores: [B, N, heads*d] -> [B*heads, N, d]
+        # explicit sizes, no -1: torch.export cannot prove the divisibility a -1 implies on a dynamic time axis
+        b, n, d = x.shape[0], x.shape[1], self.head_size
+        return x.view(b, n, self.heads, d).permute(0, 2, 1, 3).contiguous().view(b * self.heads, n, d)
+
+    def _scale(self, head_dim: int) -> Tensor:
+        # torch.sqrt(torch.tensor(d, dtype=torch.float) * scale_factor): a float32 0-d CPU tensor, as in the reference
+        return torch.sqrt(torch.tensor(head_dim, dtype=torch.float) * self.scale_factor)
+
+    def _relative_bias(self, q: Tensor, k: Tensor, rel_pos: Tensor, rel_emb: Tensor) -> Tensor | None:
+        """``disentangled_attention_bias`` for q_len == k_len; rel_pos is int64 [1, N, N]."""
+        span = self.pos_ebd_size
+        rel_emb = rel_emb[0 : span * 2, :].unsqueeze(0)
+        reps = q.shape[0] // self.heads
+        if self.share_att_key:
+            pos_q = self._split(self.query_proj(rel_emb)).repeat(reps, 1, 1)
+            pos_k = self._split(self.key_proj(rel_emb)).repeat(reps, 1, 1)
+        else:
+            pos_k = self._split(self.pos_key_proj(rel_emb)).repeat(reps, 1, 1) if self.c2p else None
+            pos_q = self._split(self.pos_query_proj(rel_emb)).repeat(reps, 1, 1) if self.p2c else None
+        score = None
+        if self.c2p:
+            scale = self._scale(pos_k.shape[-1])
+            att = torch.bmm(q, pos_k.transpose(-1, -2))
+            idx = torch.clamp(rel_pos + span, 0, span * 2 - 1)
+            att = torch.gather(att, -1, idx.squeeze(0).expand([q.shape[0], q.shape[1], rel_pos.shape[-1]]))
+            score = att / scale.to(dtype=att.dtype)
+        if self.p2c:
+            scale = self._scale(pos_q.shape[-1])
+            idx = torch.clamp(-rel_pos + span, 0, span * 2 - 1)
+            att = torch.bmm(k, pos_q.transpose(-1, -2))
+            att = torch.gather(att, -1, idx.squeeze(0).expand([q.shape[0], k.shape[-2], k.shape[-2]])).transpose(-1, -2)
+            att = att / scale.to(dtype=att.dtype)
+            score = att if score is None else score + att
+        return score
+
+    def forward(self, x: Tensor, mask4: Tensor, rel_pos: Tensor | None, rel_emb: Tensor | None) -> Tensor:
+        q = self._split(self.query_proj(x))
+        k = self._split(self.key_proj(x))
+        v = self._split(self.value_proj(x))
+        scale = self._scale(q.shape[-1])
+        scores = torch.bmm(q, k.transpose(-1, -2) / scale.to(dtype=q.dtype))
+        if self.relative_attention:
+            bias = self._relative_bias(q, k, rel_pos, rel_emb)
+            if bias is not None:
+                scores = scores + bias
+        b, n = x.shape[0], x.shape[1]
+        scores = scores.view(b, self.heads, n, n)
+        # XSoftmax: fill masked with finfo.min, softmax, then zero the masked entries.
+        rmask = ~mask4.to(torch.bool)
+        probs = torch.softmax(scores.masked_fill(rmask, torch.finfo(scores.dtype).min), -1).masked_fill(rmask, 0)
+        ctx = torch.bmm(probs.view(b * self.heads, n, n), v)
+        ctx = ctx.view(b, self.heads, n, self.head_size).permute(0, 2, 1, 3).contiguous()
+        return ctx.view(b, n, self.heads * self.head_size)
+
+
+class _DenseLayerNorm(nn.Module):
+    """``SEWDSelfOutput`` / ``SEWDOutput``: LayerNorm(dense(x) + residual)."""
+
+    def __init__(self, d_in: int, d_out: int, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(d_in, d_out)
+        self.LayerNorm = nn.LayerNorm(d_out, eps)
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dense(x) + residual)
+
+
+class _Attention(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.self = DisentangledSelfAttention(cfg)
+        self.output = _DenseLayerNorm(cfg["num_attention_heads"] * cfg["attention_head_size"], cfg["hidden_size"],
+                                      cfg["layer_norm_eps"])
+
+    def forward(self, x, mask4, rel_pos, rel_emb):
+        return self.output(self.self(x, mask4, rel_pos, rel_emb), x)
+
+
+class _Intermediate(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.dense = nn.Linear(cfg["hidden_size"], cfg["intermediate_size"])
+        self.intermediate_act_fn = Activation(cfg["hidden_act"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.intermediate_act_fn(self.dense(x))
+
+
+class SEWDLayer(nn.Module):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.attention = _Attention(cfg)
+        self.intermediate = _Intermediate(cfg)
+        self.output = _DenseLayerNorm(cfg["intermediate_size"], cfg["hidden_size"], cfg["layer_norm_eps"])
+
+    def forward(self, x, mask4, rel_pos, rel_emb):
+        a = self.attention(x, mask4, rel_pos, rel_emb)
+        return self.output(self.intermediate(a), a)
+
+
+class EncoderConv(nn.Module):
+    """``ConvLayer`` (only when ``conv_kernel_size > 0``): applied once, after layer 0, see the module docstring.
+    Its padding is (k-1)//2, so only odd kernels keep the length (transformers fails on even ones too)."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        k = int(cfg["conv_kernel_size"])
+        h = cfg["hidden_size"]
+        self.conv = nn.Conv1d(h, h, k, padding=(k - 1) // 2, groups=int(cfg["conv_groups"]))
+        self.LayerNorm = nn.LayerNorm(h, cfg["layer_norm_eps"])
+        self.conv_act = Activation(cfg["conv_act"])
+
+    def forward(self, hidden_states: Tensor, residual: Tensor, input_mask: Tensor) -> Tensor:
+        out = self.conv(hidden_states.permute(0, 2, 1).contiguous()).permute(0, 2, 1).contiguous()
+        rmask = (1 - input_mask).bool()
+        out = self.conv_act(out.masked_fill(rmask.unsqueeze(-1).expand(out.size()), 0))
+        out = self.LayerNorm(residual + out)
+        return out * input_mask.unsqueeze(2).to(out.dtype)
+
+
+class SEWDTransformerEncoder(nn.Module):
+    """The DeBERTa-v2 encoder (``SEWDTransformerEncoder``) at the squeezed resolution; returns all hidden states."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.layer = nn.ModuleList([SEWDLayer(cfg) for _ in range(cfg["num_hidden_layers"])])
+        self.relative_attention = bool(cfg["relative_attention"])
+        self.max_relative_positions = int(cfg["max_relative_positions"])
+        self.position_buckets = int(cfg["position_buckets"])
+        if self.relative_attention:
+            rows = 2 * (self.position_buckets if self.position_buckets > 0 else self.max_relative_positions)
+            self.rel_embeddings = nn.Embedding(rows, cfg["hidden_size"])
+        self.norm_rel_ebd = [x.strip() for x in str(cfg["norm_rel_ebd"]).lower().split("|")]
+        if "layer_norm" in self.norm_rel_ebd:
+            self.LayerNorm = nn.LayerNorm(cfg["hidden_size"], cfg["layer_norm_eps"], elementwise_affine=True)
+        self.conv = EncoderConv(cfg) if int(cfg["conv_kernel_size"]) > 0 else None
+
+    def rel_embedding(self) -> Tensor | None:
+        if not self.relative_attention:
+            return None
+        emb = self.rel_embeddings.weight
+        return self.LayerNorm(emb) if "layer_norm" in self.norm_rel_ebd else emb
+
+    def forward(self, x: Tensor, mask: Tensor) -> list[Tensor]:
+        """x [B, N, H], mask int64 [B, N] -> [x, layer_1, ..., layer_L] (transformers' ``hidden_states``)."""
+        mask4 = mask[:, None, None, :] * mask[:, None, :, None]  # get_attention_mask: pairwise [B, 1, N, N]
+        rel_pos = None
+        if self.relative_attention:
+            rel_pos = relative_position_buckets(
+                x.shape[-2], x.shape[-2], self.position_buckets, self.max_relative_positions, device=x.device
+            )
+        rel_emb = self.rel_embedding()
+        states = [x]
+        h = x
+        for i, layer in enumerate(self.layer):
+            h = layer(h, mask4, rel_pos, rel_emb)
+            if i == 0 and self.conv is not None:
+                h = self.conv(x, h, mask)
+            states.append(h)
+        return states
+
+
+class Upsampling(nn.Module):
+    """``SEWDUpsampling``: linear H -> H*sf, activation, [B, N, sf*H] -> [B, N*sf, H] (channel blocks become
+    consecutive frames)."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.squeeze_factor = int(cfg["squeeze_factor"])
+        self.projection = nn.Linear(cfg["hidden_size"], cfg["hidden_size"] * self.squeeze_factor)
+        self.activation = Activation(cfg["feat_extract_activation"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.activation(self.projection(x))
+        if self.squeeze_factor > 1:
+            b, n, d = x.shape
+            x = x.reshape(b, n, self.squeeze_factor, d // self.squeeze_factor)
+            x = x.reshape(b, n * self.squeeze_factor, d // self.squeeze_factor)
+        return x
+
+
+class SEWDEncoder(nn.Module):
+    """``SEWDEncoder``: mask, squeeze (pool + positional conv), DeBERTa encoder, upsample, zero-pad to T'."""
+
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.squeeze_factor = int(cfg["squeeze_factor"])
+        self.pos_conv_embed = PositionalConvEmbedding(cfg)
+        self.pool = nn.AvgPool1d(self.squeeze_factor, self.squeeze_factor)
+        self.encoder = SEWDTransformerEncoder(cfg)
+        self.upsample = Upsampling(cfg)
+
+    def forward(self, x: Tensor, frame_mask: Tensor | None) -> tuple[list[Tensor], Tensor]:
+        """x [B, T', H], frame_mask bool [B, T'] or None -> (hidden_states at T'//sf, last_hidden_state [B, T', H])."""
+        b, t = x.shape[0], x.shape[1]
+        if frame_mask is not None:
+            x = x.masked_fill(~frame_mask.bool().unsqueeze(-1), 0.0)  # "make sure padded tokens output 0"
+        xt = x.transpose(1, 2)
+        # min_length: the pool yields T'//sf frames, the positional conv T'//sf or T'//sf + 1 (never fewer), so
+        # the reference's min() is always the pooled length; n is read off the pooled tensor.
+        pooled = self.pool(xt)
+        n = pooled.shape[-1]
+        h = (pooled + self.pos_conv_embed(xt)[..., :n]).transpose(1, 2)
+        if frame_mask is None:
+            mask = torch.ones((b, n), dtype=torch.long, device=x.device)
+        else:
+            valid = frame_mask.long().sum(-1) // self.squeeze_factor
+            mask = (torch.arange(n, device=x.device)[None, :] < valid[:, None]).long()
+        states = self.encoder(h, mask)
+        up = self.upsample(states[-1])
+        up = F.pad(up, (0, 0, 0, t % self.squeeze_factor))  # T' - (T'//sf)*sf zero frames; none when sf | T'
+        return states, up
+
+
+class SEWDModel(nn.Module):
+    """``SEWDModel`` (base, eval): the classification head holds it under ``sew_d``."""
+
+    def __init__(self, config: dict):
+        super().__init__()
+        cfg = sewd_config(config)  # idempotent, so a normalised dict may be passed too
+        self.config = cfg
+        if cfg["mask_time_prob"] > 0.0 or cfg["mask_feature_prob"] > 0.0:
+            self.masked_spec_embed = nn.Parameter(torch.zeros(cfg["hidden_size"]))  # SpecAugment only; unused
+        self.feature_extractor = FeatureEncoder(cfg)
+        self.layer_norm = nn.LayerNorm(cfg["conv_dim"][-1], eps=cfg["feature_layer_norm_eps"])
+        self.project_features = cfg["conv_dim"][-1] != cfg["hidden_size"]
+        if self.project_features:
+            self.feature_projection = nn.Linear(cfg["conv_dim"][-1], cfg["hidden_size"])
+        self.feature_dropout = nn.Identity()
+        self.encoder = SEWDEncoder(cfg)
+
+    @staticmethod
+    def weight_norm_dims(prefix: str = "") -> dict[str, int]:
+        """Weight-normed module prefixes (under ``prefix``, e.g. ``"sew_d"``) -> weight_norm's dim, for
+        ``porting.hf.base.fold_weight_norm``: the positional conv, ``weight_norm(conv, dim=2)``
+        (``SEWDPositionalConvEmbedding``), whatever the config."""
+        head = prefix.rstrip(".") + "." if prefix else ""
+        return {head + "encoder.pos_conv_embed.conv": 2}
+
+    def frame_mask(self, length: int, attention_mask: Tensor) -> Tensor:
+        return feature_vector_mask(length, attention_mask, self.config["conv_kernel"], self.config["conv_stride"])
+
+    def encode_full(self, input_values: Tensor, attention_mask: Tensor | None = None) -> tuple[EncoderOutput, Tensor]:
+        """(EncoderOutput with transformers' hidden_states at T'//sf, last_hidden_state [B, T', H])."""
+        features = self.feature_extractor(input_values)
+        x = self.layer_norm(features.transpose(1, 2))
+        if self.project_features:
+            x = self.feature_projection(x)
+        mask = None if attention_mask is None else self.frame_mask(x.shape[1], attention_mask)
+        states, last = self.encoder(x, mask)
+        return EncoderOutput(features, states, mask), last
+
+    def encode(self, input_values: Tensor, attention_mask: Tensor | None = None) -> EncoderOutput:
+        """NB: ``hidden_states[-1]`` is the pre-upsampling [B, T'//sf, H] tensor, not ``last_hidden_state``."""
+        return self.encode_full(input_values, attention_mask)[0]
+
+    def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """``last_hidden_state`` [B, T', H]."""
+        return self.encode_full(input_values, attention_mask)[1]
+
+
+class SEWDForSequenceClassification(AudioClassifier):
+    """``SEWDForSequenceClassification``: [weighted layer sum] -> projector -> masked mean over frames ->
+    classifier. Its own class rather than ``porting.hf.heads.SequenceClassificationHead``, whose protocol (pool
+    ``hidden_states[-1]`` with ``frame_mask``) does not hold for SEW-D: the unweighted head reads the upsampled
+    last_hidden_state [B, T', H], the weighted one the squeezed hidden_states [B, T'//sf, H] with a mask rebuilt
+    at T'//sf from T'-resolution lengths (module docstring)."""
+
+    base_model_prefix = "sew_d"
+
+    def __init__(self, config: dict):
+        super().__init__()
+        cfg = sewd_config(config)
+        if cfg.get("add_adapter"):
+            raise UnsupportedModelError("SEW-D sequence classification does not support add_adapter=True")
+        self.sew_d = SEWDModel(cfg)
+        self.use_weighted_layer_sum = bool(cfg["use_weighted_layer_sum"])
+        if self.use_weighted_layer_sum:
+            n = cfg["num_hidden_layers"] + 1
+            self.layer_weights = nn.Parameter(torch.ones(n) / n)
+        self.projector = nn.Linear(cfg["hidden_size"], cfg["classifier_proj_size"])
+        self.classifier = nn.Linear(cfg["classifier_proj_size"], cfg["num_labels"])
+
+    @property
+    def base_model(self) -> SEWDModel:
+        return self.sew_d
+
+    @classmethod
+    def weight_norm_dims(cls, config: dict | None = None) -> dict[str, int]:
+        """Full-key prefixes to fold (same call as ``porting.hf.heads._Head.weight_norm_dims``)."""
+        return SEWDModel.weight_norm_dims(cls.base_model_prefix)
+
+    def stages(self, input_values: Tensor, attention_mask: Tensor | None = None) -> dict[str, Tensor]:
+        enc, last = self.sew_d.encode_full(input_values, attention_mask)
+        out = {FEATURES: enc.features}
+        for i, h in enumerate(enc.hidden_states):
+            out[hidden_name(i)] = h
+        if self.use_weighted_layer_sum:
+            h = torch.stack(enc.hidden_states, dim=1)
+            w = torch.softmax(self.layer_weights, dim=-1)
+            h = (h * w.view(-1, 1, 1)).sum(dim=1)
+        else:
+            h = last
+        h = self.projector(h)
+        if attention_mask is None:
+            pooled = h.mean(dim=1)
+        else:
+            m = self.sew_d.frame_mask(h.shape[1], attention_mask)
+            pooled = h.masked_fill(~m.unsqueeze(-1), 0.0).sum(dim=1) / m.sum(dim=1).view(-1, 1)
+        out[POOLED] = pooled
+        out[LOGITS] = self.classifier(pooled)
+        return out
