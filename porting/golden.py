@@ -146,9 +146,13 @@ def file_digest(path: str | Path) -> dict:
 
 
 def _store_files(golden_dir: Path) -> list[str]:
-    """Every regular file of the store (POSIX paths relative to it), the manifest itself excluded."""
+    """Every regular file of the store (POSIX paths relative to it), the manifest itself excluded, and so is
+    every nested store (a sub-folder with a MANIFEST.json of its own, e.g. ``golden/hf``: one store per family)."""
+    nested = [p.parent for p in golden_dir.glob(f"*/**/{MANIFEST_NAME}")]
     out = []
     for p in golden_dir.rglob("*"):
+        if any(n in p.parents for n in nested):
+            continue
         if p.is_file() and not p.is_symlink():
             rel = p.relative_to(golden_dir).as_posix()
             if rel != MANIFEST_NAME:

@@ -126,3 +126,19 @@ def test_write_manifest_round_trip(store):
     write_manifest(store)
     assert (store / MANIFEST_NAME).read_bytes() == (GOLDEN / MANIFEST_NAME).read_bytes()
     assert verify_store(store).ok
+
+
+def test_nested_family_store_is_its_own(tmp_path):
+    """golden/hf has a MANIFEST of its own: the root manifest neither lists its files nor breaks when they change."""
+    root = build_manifest(GOLDEN)
+    assert not any(f.startswith("hf/") for f in root["files"])
+    assert verify_store(GOLDEN / "hf").ok
+    d = tmp_path / "g"
+    shutil.copytree(GOLDEN / "cases", d / "cases")
+    (d / "fam" / "cases").mkdir(parents=True)
+    (d / "fam" / "cases" / "x.bin").write_bytes(b"1")
+    write_manifest(d / "fam")
+    write_manifest(d)
+    (d / "fam" / "cases" / "x.bin").write_bytes(b"2")  # a change inside the nested store ...
+    assert verify_store(d).ok  # ... is not the parent's business
+    assert not verify_store(d / "fam").ok  # but its own manifest sees it
