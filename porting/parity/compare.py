@@ -70,6 +70,7 @@ class StageResult:
     tier: str = ""  # "strict" / "portable" (empty: not compared against a golden)
     max_ulps: float = 0.0  # largest |diff| in float32 ulps of the expected value
     margin: float = 0.0  # largest |diff| / tolerance (> 1 fails)
+    family: str = ""  # "" (OrcaHello: windows are [i, i+2] s) or "hf" (windows as the case's plan says)
 
     @property
     def n_failed(self) -> int:
@@ -79,6 +80,9 @@ class StageResult:
         """``window 35 (35-37 s), mel bin 12, frame 80 (0.031 s)``; empty when nothing was compared."""
         if self.worst is None:
             return ""
+        if self.family:
+            axes = ", ".join(f"dim{k + 1} {i}" for k, i in enumerate(self.worst.where))
+            return f"window {self.worst.window}" + (f", {axes}" if axes else "")
         return describe_location(self.stage, self.worst.window, self.worst.where)
 
     def message(self) -> str:
@@ -232,13 +236,18 @@ def compare_stage(
     )
 
 
-def compare_rule(stage: str, expected, actual, tier: str, ctx=None, windows: Sequence[int] | None = None) -> StageResult:
-    """``compare_stage`` with the tolerance the contract's table gives ``stage`` in ``tier``."""
+def compare_rule(stage: str, expected, actual, tier: str, ctx=None, windows: Sequence[int] | None = None,
+                 family: str | None = None) -> StageResult:
+    """``compare_stage`` with the tolerance the contract's table gives ``stage`` in ``tier`` (``family``: "hf"
+    for the Hugging Face family's stages)."""
+    from dataclasses import replace
+
     from .contract import rule_for
 
-    rule = rule_for(stage, tier)
+    rule = rule_for(stage, tier, family)
     tol = rule.tolerance(_as64(expected), ctx)
-    return compare_stage(stage, expected, actual, windows, tol, rule.name, tier)
+    res = compare_stage(stage, expected, actual, windows, tol, rule.name, tier)
+    return res if family is None else replace(res, family=family)
 
 
 def compare_exact(stage: str, expected: Sequence, actual: Sequence, tolerated: Sequence[bool] | None = None) -> StageResult:

@@ -113,3 +113,58 @@ def normalized_bounds(tol_c: np.ndarray, expected_x: np.ndarray, normalize: dict
         return tol_c
     std = np.asarray(normalize["std"], dtype=np.float64).reshape(1, -1, 1, 1)
     return tol_c / std + 2.0 * _ulp32(expected_x)
+
+
+KALDI_FRAME, KALDI_SHIFT, KALDI_FFT = 400, 160, 512  # 25 / 10 ms at 16 kHz, padded to a power of two (AST's FE)
+KALDI_PRE_STEPS = 3  # float32 steps before the FFT, each one more u per sample: DC removal, preemphasis, window
+
+
+def fbank_bounds(waveform, cfg, input_delta: float = 0.0) -> np.ndarray:
+    """Per-element tolerance ``[max_length, num_mel_bins]`` for two float32 ``ASTFeatureExtractor`` results of one
+    window (golden ``F.input_values``), the same model as ``mel_db_bounds`` applied to the kaldi fbank:
+
+    frames of 400 samples every 160, DC removed, preemphasis 0.97, symmetric Hann, zero-padded to 512; the FFT
+    bound with ``L = log2(512) + 1 + 3`` (the three float32 steps before it); power; the kaldi mel GEMM; natural log
+    with the ``FLT_EPSILON`` floor as an interval; zero-padded frames past the signal are exact (tolerance 0);
+    then ``(x - mean) / (2 std)``: the interval width over ``2 std`` plus two ulps.
+
+    ``input_delta``: the largest |difference| of the two waveforms themselves (0 when both read the golden one),
+    carried through the linear steps before the FFT as a deterministic per-bin bound ``d = 1.97 sum|w| delta``.
+    """
+    import torch
+
+    from ..frontend.kaldi import FLT_EPSILON, kaldi_mel_banks
+
+    x = np.asarray(waveform.detach().cpu().numpy() if torch.is_tensor(waveform) else waveform, dtype=np.float64)
+    x = x.reshape(-1)
+    rate = int(getattr(cfg, "sampling_rate", 16000))
+    frame, shift = round(KALDI_FRAME * rate / 16000), round(KALDI_SHIFT * rate / 16000)
+    n_fft = 1 << max(frame - 1, 1).bit_length()
+    n_frames = 0 if x.size < frame else 1 + (x.size - frame) // shift
+    fb = kaldi_mel_banks(cfg.num_mel_bins, n_fft, float(rate)).numpy().astype(np.float64)  # [M, K]
+    tol = np.zeros((cfg.max_length, cfg.num_mel_bins))
+    if n_frames:
+        idx = np.arange(frame)[None, :] + shift * np.arange(n_frames)[:, None]
+        fr = x[idx]
+        fr = fr - fr.mean(axis=1, keepdims=True)
+        fr = np.concatenate([fr[:, :1] * (1 - 0.97), fr[:, 1:] - 0.97 * fr[:, :-1]], axis=1)
+        w = np.hanning(frame)  # symmetric Hann, torch.hann_window(periodic=False)
+        xw = np.zeros((n_frames, n_fft))
+        xw[:, :frame] = fr * w
+        power = np.abs(np.fft.rfft(xw, axis=-1)) ** 2  # [F, K]
+        levels = math.ceil(math.log2(n_fft)) + 1 + KALDI_PRE_STEPS
+        sigma2 = (levels * _eta()) ** 2 * np.sum(xw * xw, axis=-1, keepdims=True)
+        mel = power @ fb.T  # [F, M]
+        b = K_SIGMA * (np.sqrt(2.0 * sigma2 * (power @ (fb * fb).T)) + sigma2 * fb.sum(axis=1))
+        b += ((fb != 0).sum(axis=1) + 3) * U * mel
+        if input_delta:
+            d = 1.97 * np.abs(w).sum() * input_delta
+            b += (2.0 * np.sqrt(power) * d + d * d) @ fb.T
+        lo = np.log(np.maximum(mel - b, FLT_EPSILON))
+        hi = np.log(np.maximum(mel + b, FLT_EPSILON))
+        width = (hi - lo) + 4.0 * _ulp32(np.maximum(np.abs(lo), np.abs(hi)))
+        n = min(n_frames, cfg.max_length)
+        tol[:n] = width[:n]
+    if getattr(cfg, "do_normalize", True):
+        tol = tol / (2.0 * cfg.std)
+    return tol
