@@ -33,7 +33,7 @@ def _run(fn, *args, **kwargs):
 
 @app.command()
 def convert(
-    model: Path = typer.Argument(..., help="learner .pkl (fastai v1 export, fastai v2 Learner, or torch.save'd nn.Module)"),
+    model: Path = typer.Argument(..., help="learner .pkl (fastai v1 export, fastai v2 Learner, or torch.save'd nn.Module), or a Hugging Face model folder"),
     out: Path = typer.Option(..., "--out", "-o", help="output directory (created; must not exist unless --force)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
     export: Optional[str] = typer.Option(
@@ -63,12 +63,16 @@ def convert(
 
 @app.command()
 def inspect(
-    model: Path = typer.Argument(..., help="learner .pkl to look into"),
+    model: Path = typer.Argument(..., help="learner .pkl or Hugging Face model folder to look into"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ):
-    """Print what a pickle contains (module tree, globals it names, tensors, classes,
-    normalization, what was refused) without executing anything or writing files."""
-    from .learner import format_report, inspect_pickle
+    """Print what a pickle contains (module tree, globals it names, tensors, classes, normalization, what was
+    refused), or what an HF model folder holds (architecture from config and keys, labels, tensors,
+    preprocessor), without executing anything or writing files."""
+    if model.is_dir():
+        from .hf.folder import format_inspect as format_report, inspect_folder as inspect_pickle
+    else:
+        from .learner import format_report, inspect_pickle
 
     report = _run(inspect_pickle, model)
     typer.echo(json.dumps(report, indent=1) if as_json else format_report(report))
@@ -76,23 +80,30 @@ def inspect(
 
 @app.command()
 def detect(
-    audio: List[Path] = typer.Argument(..., help="recordings (WAV); each is scored in 2-s windows with a 1-s hop"),
-    model: Path = typer.Option(..., "--model", "-m", help="converted model DIR (from `port convert`) or a learner .pkl"),
+    audio: List[Path] = typer.Argument(..., help="recordings: WAV for OrcaHello (2-s windows, 1-s hop); WAV, FLAC or OGG for HF models"),
+    model: Path = typer.Option(..., "--model", "-m", help="converted model DIR (from `port convert`), a learner .pkl, or an HF model folder"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write per-window and per-second results as JSON here"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="windows per forward pass"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="windows per forward pass (default 32; HF models 16)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
     backend: str = typer.Option("auto", "--backend", help="torch; onnx: model.onnx of a converted DIR in onnxruntime (frontend stays torch); auto: onnx when available on CPU, else torch"),
+    window_s: Optional[float] = typer.Option(None, "--window-s", help="HF models: window length in seconds (default: the model's clip length if recorded, else 5)"),
+    hop_s: Optional[float] = typer.Option(None, "--hop-s", help="HF models: hop between window starts in seconds (default: the window length)"),
 ):
-    """Run the legacy OrcaHello detector without fastai: per-window confidences and the per-second
-    table (each interior second = mean of the two windows covering it), as production computed them."""
-    from .detect import Detector, FileError, run_many
+    """Run a converted classifier on recordings without its original stack.
+
+    OrcaHello learners: per-window confidences and the per-second table (each interior second = mean of the two
+    windows covering it), as production computed them. Hugging Face models (an HF folder or its `port convert`
+    output): per-window logits and probabilities in config.id2label order, windows starting every --hop-s of
+    exactly --window-s at the feature extractor's rate (a shorter tail is scored alone and marked partial)."""
+    from .detect import FileError, load_detector, run_many
     from .summary import format_detection
 
-    det = _run(Detector.load, model, device=device, batch_size=batch_size, backend=backend)
+    det = _run(load_detector, model, device=device, batch_size=batch_size, backend=backend, window_s=window_s,
+               hop_s=hop_s)
     typer.echo(f"model {model}: backend {det.backend}, device {det.device}, batch size {det.batch_size}", err=True)
     results = run_many(det, audio, progress=progress)
-    typer.echo(format_detection(results, det.aggregate_cfg.threshold))
+    typer.echo(format_detection(results, det.aggregate_cfg.threshold if det.aggregate_cfg is not None else None))
     if json_out is not None:
         payload = {"model": {**det.config.get("source", {}), "backend": det.backend}, "files": [r.to_dict() for r in results]}
         json_out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +111,7 @@ def detect(
         typer.echo(f"wrote {json_out}")
     failed = [r for r in results if isinstance(r, FileError)]
     for r in failed:
-        typer.echo(f"error: {r.path}: {r.error}", err=True)
+        typer.echo(f"error: {r.message()}", err=True)
     if failed:
         raise typer.Exit(1)
 

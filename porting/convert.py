@@ -56,24 +56,9 @@ def make_config(spec: LearnerSpec) -> dict:
     return json.loads(json.dumps(cfg))
 
 
-def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports: list[str] | None = None,
-            golden: str | Path | None = None, log=None, strict: bool = True) -> dict:
-    """Read ``model`` without executing it, rebuild and check the network, write ``out`` atomically.
-
-    ``exports`` (formats of ``porting.export``; None = none) are written and verified into the same temp
-    dir, so they appear atomically too; ``golden`` adds the golden cases of this pickle to the checks.
-    Returns a summary dict (see ``format_summary``; ``exports`` holds parity.json). Raises typed ``PortingError``s;
-    when an artifact misses the parity contract, ``out`` is still written (the artifact marked FAILED in
-    parity.json) and ``ExportError`` is raised, unless ``strict=False`` (then check ``summary["exports"]["passed"]``).
-    """
-    model, out = Path(model), Path(out)
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out}: already exists; choose another --out or pass --force to replace it")
-    spec = read_learner(model)
-    net = build_model(spec)  # proves the tree is rebuildable before anything is written
-    config = make_config(spec)
-    state = {k: t.detach().to("cpu").contiguous().clone() for k, t in spec.state_dict.items()}
-
+def _write_atomically(out: Path, overwrite: bool, fill) -> None:
+    """Create ``out`` by filling a temp dir beside it (``fill(tmp)``) and renaming it into place: a failure
+    leaves nothing behind, and an existing ``out`` (with ``overwrite``) is replaced only once all is written."""
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`; only the final rename makes `out` appear
@@ -82,15 +67,7 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the result should look like any new directory
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "source_sha256": spec.source.sha256})
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n")
-        for f in (WEIGHTS_NAME, CONFIG_NAME):
-            os.chmod(tmp / f, 0o644)
-        parity = None
-        if exports is not None:  # verified exports + parity.json + HF files, inside the temp dir (porting.export)
-            from .export import export_all
-
-            parity = export_all(net, config, tmp, exports, golden_dir=golden, log=log)
+        fill(tmp)
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
             os.rename(out, old / out.name)
@@ -103,6 +80,48 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_model(tmp: Path, state: dict, config: dict, sha256: str) -> None:
+    save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "source_sha256": sha256})
+    (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=1) + "\n")
+    for f in (WEIGHTS_NAME, CONFIG_NAME):
+        os.chmod(tmp / f, 0o644)
+
+
+def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports: list[str] | None = None,
+            golden: str | Path | None = None, log=None, strict: bool = True) -> dict:
+    """Read ``model`` without executing it, rebuild and check the network, write ``out`` atomically.
+
+    ``model`` is a learner pickle or a Hugging Face model folder (``porting.hf``). ``exports`` (formats of
+    ``porting.export``; None = none) are written and verified into the same temp dir, so they appear atomically
+    too; ``golden`` adds the golden cases of this pickle to the checks.
+    Returns a summary dict (see ``format_summary``; ``exports`` holds parity.json). Raises typed ``PortingError``s;
+    when an artifact misses the parity contract, ``out`` is still written (the artifact marked FAILED in
+    parity.json) and ``ExportError`` is raised, unless ``strict=False`` (then check ``summary["exports"]["passed"]``).
+    """
+    model, out = Path(model), Path(out)
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    from .hf.folder import is_hf_folder
+
+    if model.is_dir() and is_hf_folder(model):
+        return _convert_hf(model, out, overwrite, exports, log, strict, golden)
+    spec = read_learner(model)
+    net = build_model(spec)  # proves the tree is rebuildable before anything is written
+    config = make_config(spec)
+    state = {k: t.detach().to("cpu").contiguous().clone() for k, t in spec.state_dict.items()}
+    parity = None
+
+    def fill(tmp: Path) -> None:
+        nonlocal parity
+        _write_model(tmp, state, config, spec.source.sha256)
+        if exports is not None:  # verified exports + parity.json + HF files, inside the temp dir (porting.export)
+            from .export import export_all
+
+            parity = export_all(net, config, tmp, exports, golden_dir=golden, log=log)
+
+    _write_atomically(out, overwrite, fill)
     summary = {
         "out": str(out),
         "source": spec.source.file,
@@ -119,6 +138,41 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
         "activation": config["activation"],
         "stubbed": sum(1 for g in spec.globals if g["status"] == "stubbed"),
         "exports": parity,
+    }
+    if strict and parity is not None and not parity["passed"]:
+        raise ExportError(failed_artifacts_message(out, parity))
+    return summary
+
+
+def _convert_hf(model: Path, out: Path, overwrite: bool, exports, log, strict: bool, golden=None) -> dict:
+    """An HF folder -> the rebuild's (weight-norm folded) safetensors, porting's config.json, the preprocessor."""
+    from .hf.folder import PREPROCESSOR, read_hf_folder
+    from .hf.model import make_config as hf_config, rebuild
+
+    spec = read_hf_folder(model)
+    net, state = rebuild(spec)
+    config = hf_config(spec, state)
+    state = {k: t.detach().to("cpu").contiguous().clone() for k, t in state.items()}
+    parity = None
+
+    def fill(tmp: Path) -> None:
+        nonlocal parity
+        _write_model(tmp, state, config, spec.sha256[spec.weights_file])
+        (tmp / PREPROCESSOR).write_text(json.dumps(spec.preprocessor, indent=1) + "\n")
+        os.chmod(tmp / PREPROCESSOR, 0o644)
+        if exports is not None:
+            from .hf.export import export_hf
+
+            parity = export_hf(net, config, tmp, exports, log=log, golden=golden)
+
+    _write_atomically(out, overwrite, fill)
+    summary = {
+        "out": str(out), "source": spec.dir.name, "sha256": spec.sha256[spec.weights_file], "kind": "hf-folder",
+        "container": spec.weights_file, "modules": sum(1 for _ in net.modules()), "tensors": len(state),
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+        "bytes": int(sum(t.numel() * t.element_size() for t in state.values())), "classes": config["classes"],
+        "positive_index": None, "normalize": None, "activation": config["activation"], "stubbed": 0,
+        "architecture": spec.architecture, "exports": parity,
     }
     if strict and parity is not None and not parity["passed"]:
         raise ExportError(failed_artifacts_message(out, parity))
@@ -146,10 +200,17 @@ def format_summary(summary: dict) -> str:
 
 
 def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
+    if not (path / CONFIG_NAME).is_file():
+        raise MalformedModelError(f"{path}: no {CONFIG_NAME}; pass a folder written by `port convert`, a learner .pkl, "
+                                  "or an HF model folder (config.json + model.safetensors)")
     try:
         config = json.loads((path / CONFIG_NAME).read_text())
     except (OSError, ValueError) as exc:
         raise MalformedModelError(f"{path / CONFIG_NAME}: cannot read ({exc}); re-run `port convert`") from exc
+    if config.get("format") == CONFIG_FORMAT and config.get("family") == "hf":
+        from .hf.model import load_converted
+
+        return load_converted(path, config), config
     if config.get("format") != CONFIG_FORMAT or "architecture" not in config:
         raise MalformedModelError(f"{path / CONFIG_NAME}: not a porting model config; re-run `port convert`")
     try:
@@ -169,8 +230,14 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     ``model`` is in eval mode and equals the legacy ``learn.model`` (normalization is NOT folded in:
     ``config['normalize']`` carries it); both paths give bitwise-identical outputs.
     """
+    from .hf.folder import is_hf_folder
+
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and is_hf_folder(path):
+        from .hf.model import load_hf
+
+        model, config = load_hf(path)
+    elif path.is_dir():
         model, config = _load_dir(path)
     else:
         spec = read_learner(path)

@@ -97,6 +97,11 @@ class FileError:
     path: Path
     error: PortingError
 
+    def message(self) -> str:
+        """One line naming the file once: the error's own text when it already names it, else ``path: text``."""
+        text = str(self.error)
+        return text if str(self.path) in text or text.startswith(f"{self.path.name}:") else f"{self.path}: {text}"
+
     def to_dict(self) -> dict:
         return {"file": str(self.path), "error": {"type": type(self.error).__name__, "message": str(self.error)}}
 
@@ -230,6 +235,38 @@ def run_many(det: Detector, paths: Iterable[str | Path], progress: bool = False)
     return out
 
 
+def is_hf_model(model_path: str | Path) -> bool:
+    """An HF model folder, or a folder ``port convert`` wrote from one."""
+    import json
+
+    from .hf.folder import is_hf_folder
+
+    p = Path(model_path)
+    if not p.is_dir():
+        return False
+    if is_hf_folder(p):
+        return True
+    try:
+        return json.loads((p / "config.json").read_text()).get("family") == "hf"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int | None = None, backend: str = "auto",
+                  window_s: float | None = None, hop_s: float | None = None):
+    """The detector for ``model_path``: ``porting.hf.detect.HFDetector`` for the HF family (windows of
+    ``window_s``/``hop_s``), else the OrcaHello ``Detector`` (its windows are fixed: 2 s, hop 1 s)."""
+    if is_hf_model(model_path):
+        from .hf.detect import HFDetector
+
+        return HFDetector.load(model_path, device=device, backend=backend, window_s=window_s, hop_s=hop_s,
+                               batch_size=batch_size or 16)
+    if window_s is not None or hop_s is not None:
+        raise UnsupportedModelError("--window-s/--hop-s: the OrcaHello detector's windows are fixed (2 s, hop 1 s, "
+                                    "golden/README.md §1); drop the options")
+    return Detector.load(model_path, device=device, batch_size=batch_size or 32, backend=backend)
+
+
 def detect(
     paths: str | Path | Iterable[str | Path],
     model: str | Path | Detector,
@@ -238,7 +275,8 @@ def detect(
     batch_size: int = 32,
 ) -> list[FileResult | FileError]:
     """Run the detector on one or many recordings; a bad file gives a ``FileError``, the rest go on."""
-    det = model if isinstance(model, Detector) else Detector.load(model, device=device, batch_size=batch_size)
+    det = model if not isinstance(model, (str, Path)) else load_detector(model, device=device, batch_size=batch_size,
+                                                                        backend="torch")
     if isinstance(paths, (str, Path)):
         paths = [paths]
     return run_many(det, paths)

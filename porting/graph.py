@@ -81,3 +81,72 @@ class StageGraph:
             raise UnsupportedModelError(f"{self.source}: no positive class; the detector needs a class named 'positive' "
                                         "or two classes")
         return self.positive_index
+
+
+@dataclass(frozen=True)
+class HFStageGraph:
+    """The Hugging Face family chain: ``A.waveform`` (a window at the feature extractor's rate) -> ``F.input_values``
+    (+ ``F.attention_mask``; ``Wav2Vec2FeatureExtractor`` or ``ASTFeatureExtractor``) -> model -> activation
+    (golden/hf/README.md). Declared once, like ``StageGraph``; its fields come from config.json only.
+    """
+
+    kind: str  # "wav2vec2" | "ast": which feature extractor
+    feature_config: object  # porting.frontend.hf.Wav2Vec2FEConfig | ASTFEConfig
+    fbank_backend: str | None = None  # AST only: "torchaudio-kaldi" (transformers' default) | "numpy"
+    activation: dict = field(default_factory=lambda: {"name": "softmax", "dim": -1})
+    classes: tuple[str, ...] = ()
+    window_s: float = 5.0
+    hop_s: float = 5.0
+    sample_rate: int = 16000
+    source: str = "model"
+
+    @classmethod
+    def from_config(cls, config: dict, fbank_backend: str | None = None) -> "HFStageGraph":
+        from .frontend.hf import ASTFEConfig, Wav2Vec2FEConfig
+
+        fe = config["frontend"]
+        act = dict(config.get("activation") or {"name": "softmax", "dim": -1})
+        if act.get("name") not in ACTIVATIONS:
+            raise UnsupportedModelError(f"output activation {act.get('name')!r} is not supported")
+        kind = fe["type"]
+        feature_config = (ASTFEConfig if kind == "ast" else Wav2Vec2FEConfig).from_dict(fe["preprocessor"])
+        win = config.get("windows") or {}
+        return cls(kind, feature_config, (fbank_backend or fe.get("fbank_backend")) if kind == "ast" else None, act,
+                   tuple(config.get("classes") or ()), float(win.get("window_s", 5.0)), float(win.get("hop_s", 5.0)),
+                   int(win.get("sample_rate", getattr(feature_config, "sampling_rate", 16000))),
+                   (config.get("source") or {}).get("file") or "model")
+
+    def with_windows(self, window_s: float | None = None, hop_s: float | None = None) -> "HFStageGraph":
+        from dataclasses import replace
+
+        w = self.window_s if window_s is None else float(window_s)
+        h = float(hop_s) if hop_s is not None else (w if window_s is not None else self.hop_s)  # hop follows window
+        if w <= 0 or h <= 0 or h > w:
+            raise UnsupportedModelError(f"--window-s {w:g} / --hop-s {h:g}: need 0 < hop <= window (seconds), so that "
+                                        "every sample is scored")
+        return replace(self, window_s=w, hop_s=h)
+
+    @property
+    def window_samples(self) -> int:
+        return round(self.window_s * self.sample_rate)
+
+    @property
+    def hop_samples(self) -> int:
+        return round(self.hop_s * self.sample_rate)
+
+    def features(self, waveform: Tensor, lengths: Tensor | None = None) -> dict[str, Tensor]:
+        """Windows ``[B, N]`` (valid lengths ``lengths``) -> ``{"F.input_values"[, "F.attention_mask"]}``."""
+        from .frontend.hf import ast_features, wav2vec2_features
+
+        if self.kind == "ast":
+            return {"F.input_values": ast_features(waveform, self.feature_config, backend=self.fbank_backend)}
+        values, mask = wav2vec2_features(waveform, lengths, self.feature_config)
+        return {"F.input_values": values} if mask is None else {"F.input_values": values, "F.attention_mask": mask}
+
+    def activate(self, logits: Tensor) -> Tensor:
+        return activate(logits, self.activation)
+
+
+def graph_for(config: dict):
+    """The stage graph a converted model's config.json declares: ``HFStageGraph`` for the HF family, else OrcaHello's."""
+    return HFStageGraph.from_config(config) if config.get("family") == "hf" else StageGraph.from_config(config)

@@ -12,6 +12,9 @@ def format_detection(results, threshold: float = 0.5) -> str:
         if isinstance(r, FileError):
             lines.append(f"{r.path}: FAILED ({type(r.error).__name__})")
             continue
+        if not hasattr(r, "table"):  # the HF family: multi-class rows, no per-second table
+            lines.append(r.summary_line())
+            continue
         t = r.table
         lines.append(
             f"{r.path}: {len(r.confidence)} windows, {sum(t.local_predictions)}/{len(t.submission)} seconds "

@@ -254,7 +254,10 @@ def run_parity(
     eager model; onnx: ``detector.onnx`` of a converted DIR). ``running`` is this machine's fingerprint
     (default: measured; tests pass a foreign one to force the portable tier)."""
     from .fingerprint import machine_fingerprint
+    from .hf import is_hf_store, run_hf_parity
 
+    if is_hf_store(golden):
+        return run_hf_parity(Path(golden), model_path, device, progress, running)
     running = machine_fingerprint() if running is None else running
     targets = select_cases(golden)
     if backend not in ("torch", "auto") and model_path is None:

@@ -1,0 +1,113 @@
+"""``port detect`` for the HF family: a long recording -> windows at the feature extractor's rate -> features ->
+model -> probabilities per window, batched and streamed.
+
+The recording is read as ``librosa.load(path, sr=rate)`` reads it (``porting.frontend.stream``), in blocks, so
+memory is bounded by the batch whatever the length. Windows start at ``k * hop`` and hold exactly
+``round(window_s * rate)`` samples; the tail policy (a shorter last window scored alone at its own length, as a
+per-window loop over the clips would, and marked ``partial``) is ``stream.plan_windows``'s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import UnsupportedModelError
+from ..graph import HFStageGraph
+
+
+@dataclass
+class HFFileResult:
+    """Per-window outputs of one recording (rows in window order, columns in ``classes`` order)."""
+
+    path: Path
+    classes: tuple[str, ...]
+    sample_rate: int
+    starts: list[int]  # first sample of each window, at ``sample_rate``
+    lengths: list[int]
+    partial: list[bool]
+    logits: torch.Tensor  # [W, K] float32
+    probs: torch.Tensor  # [W, K] float32
+    unscored_tail_samples: int = 0
+
+    def to_dict(self) -> dict:
+        rate = self.sample_rate
+        rows = []
+        for s, n, part, lg, pr in zip(self.starts, self.lengths, self.partial, self.logits.tolist(), self.probs.tolist()):
+            top = max(range(len(pr)), key=pr.__getitem__)
+            rows.append({"start_s": s / rate, "end_s": (s + n) / rate, "partial": part, "label": self.classes[top],
+                         "logits": lg, "probs": pr})
+        return {"file": str(self.path), "n_windows": len(rows), "labels": list(self.classes),
+                "unscored_tail_s": self.unscored_tail_samples / rate, "windows": rows}
+
+    def summary_line(self) -> str:
+        counts: dict[str, int] = {}
+        for pr in self.probs.argmax(-1).tolist():
+            counts[self.classes[pr]] = counts.get(self.classes[pr], 0) + 1
+        top = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+        n = len(self.starts)
+        return f"{self.path}: {n} window{'s' if n != 1 else ''} ({sum(self.partial)} partial); top label per window: {top}"
+
+
+@dataclass
+class HFDetector:
+    """A rebuilt HF classifier and its stage graph, run over recordings."""
+
+    model: torch.nn.Module
+    config: dict
+    graph: HFStageGraph
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    batch_size: int = 16
+    backend: str = "torch"
+
+    @classmethod
+    def load(cls, model_path: str | Path, device: str | torch.device = "cpu", backend: str = "torch",
+             window_s: float | None = None, hop_s: float | None = None, fbank_backend: str | None = None,
+             batch_size: int = 16) -> "HFDetector":
+        from ..convert import load_model
+
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UnsupportedModelError(f"--device {device}: no CUDA device on this machine; use --device cpu")
+        if backend not in ("auto", "torch"):
+            raise UnsupportedModelError(f"--backend {backend}: HF models run in eager torch here; use auto or torch")
+        model, config = load_model(model_path, device=device)
+        graph = HFStageGraph.from_config(config, fbank_backend=fbank_backend).with_windows(window_s, hop_s)
+        return cls(model, config, graph, device, batch_size, "torch")
+
+    @property
+    def aggregate_cfg(self):  # the CLI prints a threshold for OrcaHello only
+        return None
+
+    @torch.inference_mode()
+    def forward_windows(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Windows ``[B, N]`` -> ``{F.input_values[, F.attention_mask], Y.logits, Y.probs}``."""
+        feats = self.graph.features(waveform, lengths)
+        mask = feats.get("F.attention_mask")
+        logits = self.model(feats["F.input_values"].to(self.device),
+                            None if mask is None else mask.to(self.device)).float().cpu()
+        return {**feats, "Y.logits": logits, "Y.probs": self.graph.activate(logits)}
+
+    def n_windows(self, path: str | Path) -> int:
+        from ..frontend.stream import n_windows
+
+        g = self.graph
+        return n_windows(path, g.sample_rate, g.window_samples, g.hop_samples)
+
+    def run(self, path: str | Path, on_batch: Callable[[int], None] | None = None) -> HFFileResult:
+        from ..frontend.stream import iter_windows, plan_recording
+
+        g = self.graph
+        plan = plan_recording(path, g.sample_rate, g.window_samples, g.hop_samples)
+        logits, probs = [], []
+        for batch in iter_windows(path, g.sample_rate, g.window_samples, g.hop_samples, self.batch_size):
+            out = self.forward_windows(torch.from_numpy(batch.waveforms))
+            logits.append(out["Y.logits"])
+            probs.append(out["Y.probs"])
+            if on_batch is not None:
+                on_batch(len(batch.starts))
+        return HFFileResult(Path(path), g.classes, g.sample_rate, [w.start for w in plan], [w.length for w in plan],
+                            [w.partial for w in plan], torch.cat(logits), torch.cat(probs), plan.unscored_tail)

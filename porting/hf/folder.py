@@ -1,0 +1,236 @@
+"""Reading a Hugging Face model folder as data: ``config.json``, ``model.safetensors`` or ``pytorch_model.bin``,
+``preprocessor_config.json``. Nothing in it is imported or executed: no ``trust_remote_code``, no ``auto_map``
+module, and ``pytorch_model.bin`` goes through the restricted unpickler (``porting.learner.unpickle``), which
+refuses a payload naming ``os.system`` & co. with nothing run.
+
+The head is recognised from the state-dict keys *and* ``config.architectures`` (``recognise``): the keys say what
+the weights are (``classifier.dense.*`` + ``classifier.out_proj.*`` is the custom ``Wav2Vec2ForSpeechClassification``
+head; ``projector.*`` + ``classifier.*`` the standard ``*ForSequenceClassification`` one), the config says what the
+author called it; when they disagree, or either is unknown, the error names the class and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import MalformedModelError, UnsafePickleError, UnsupportedModelError
+
+CONFIG = "config.json"
+SAFETENSORS = "model.safetensors"
+BIN = "pytorch_model.bin"
+PREPROCESSOR = "preprocessor_config.json"
+
+# base-model attribute (state-dict prefix) -> model_type values transformers writes for it
+BASES = {
+    "wav2vec2": ("wav2vec2",),
+    "hubert": ("hubert",),
+    "wavlm": ("wavlm",),
+    "sew_d": ("sew-d",),
+    "audio_spectrogram_transformer": ("audio-spectrogram-transformer",),
+}
+SEQUENCE_CLASSIFICATION = {
+    "wav2vec2": "Wav2Vec2ForSequenceClassification",
+    "hubert": "HubertForSequenceClassification",
+    "wavlm": "WavLMForSequenceClassification",
+    "sew_d": "SEWDForSequenceClassification",
+}
+CUSTOM_SPEECH = "Wav2Vec2ForSpeechClassification"
+AST = "ASTForAudioClassification"
+SUPPORTED = tuple(SEQUENCE_CLASSIFICATION.values()) + (CUSTOM_SPEECH, AST)
+
+
+@dataclass(frozen=True)
+class HFSpec:
+    """What an HF folder holds, read without executing anything."""
+
+    dir: Path
+    config: dict
+    state: dict = field(repr=False)  # key -> torch.Tensor, as stored (weight-norm pairs not yet folded)
+    preprocessor: dict | None
+    architecture: str  # one of SUPPORTED
+    weights_file: str
+    sha256: dict  # file name -> sha256 of config, weights, preprocessor
+
+    @property
+    def labels(self) -> list[str]:
+        return labels_of(self.config, self.architecture, self.state)
+
+
+def is_hf_folder(path: str | Path) -> bool:
+    """A folder whose config.json is a transformers config (``model_type``/``architectures``), not porting's own."""
+    cfg = Path(path) / CONFIG
+    if not cfg.is_file():
+        return False
+    try:
+        d = json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(d, dict) and "format" not in d and ("model_type" in d or "architectures" in d)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _json(path: Path, what: str) -> dict:
+    try:
+        d = json.loads(path.read_text())
+    except OSError as exc:
+        raise MalformedModelError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
+    except ValueError as exc:
+        raise MalformedModelError(f"{path}: {what} is not valid JSON ({exc})") from exc
+    if not isinstance(d, dict):
+        raise MalformedModelError(f"{path}: {what} is not a JSON object")
+    return d
+
+
+def read_weights(folder: Path) -> tuple[dict, str]:
+    """``{key: tensor}`` from model.safetensors (preferred) or pytorch_model.bin (restricted unpickling)."""
+    st, binf = folder / SAFETENSORS, folder / BIN
+    if st.is_file():
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(st)), SAFETENSORS
+        except Exception as exc:  # safetensors raises its own types
+            raise MalformedModelError(f"{st}: cannot read safetensors ({exc})") from exc
+    if binf.is_file():
+        from ..learner.unpickle import TensorRef, describe, read_file, unpickle
+
+        unp = unpickle(read_file(binf))
+        if unp.refused:
+            raise UnsafePickleError(f"{binf}: refused dangerous globals {', '.join(unp.refused)} "
+                                    "(nothing was executed); do not load this file")
+        root = unp.root
+        if not (isinstance(root, dict) and root and all(isinstance(v, TensorRef) for v in root.values())):
+            raise MalformedModelError(f"{binf}: holds {describe(root)}, not a state dict of tensors")
+        return {str(k): v.tensor for k, v in root.items()}, BIN
+    if (folder / (SAFETENSORS + ".index.json")).is_file() or (folder / (BIN + ".index.json")).is_file():
+        raise UnsupportedModelError(f"{folder}: sharded checkpoints are not supported; merge the shards into one "
+                                    f"{SAFETENSORS}")
+    raise MalformedModelError(f"{folder}: no {SAFETENSORS} or {BIN} beside {CONFIG}")
+
+
+def _base_prefix(keys) -> str | None:
+    heads = {k.split(".", 1)[0] for k in keys}
+    found = [b for b in BASES if b in heads]
+    return found[0] if len(found) == 1 else None
+
+
+def recognise(config: dict, keys) -> str:
+    """The architecture from the state-dict keys, checked against ``config.architectures``."""
+    keys = set(keys)
+    named = (config.get("architectures") or [None])[0]
+    base = _base_prefix(keys)
+    if base == "audio_spectrogram_transformer" and {"classifier.dense.weight", "classifier.layernorm.weight"} <= keys:
+        by_keys = AST
+    elif base == "wav2vec2" and {"classifier.dense.weight", "classifier.out_proj.weight"} <= keys:
+        by_keys = CUSTOM_SPEECH
+    elif base in SEQUENCE_CLASSIFICATION and {"projector.weight", "classifier.weight"} <= keys:
+        by_keys = SEQUENCE_CLASSIFICATION[base]
+    else:
+        by_keys = None
+    if by_keys is None:
+        what = f"class {named}" if named else "no architectures entry"
+        head = sorted(k for k in keys if not k.startswith(f"{base}."))[:3] if base else sorted(keys)[:3]
+        raise UnsupportedModelError(
+            f"config.json names {what} and the weights' head keys are {head or 'absent'}: not an audio "
+            f"classifier porting rebuilds (supported: {', '.join(SUPPORTED)})")
+    if named is not None and named != by_keys:
+        if named in SUPPORTED:
+            raise MalformedModelError(f"config.json names class {named} but the weights hold a {by_keys} "
+                                      f"(keys under {base}. and {sorted(k for k in keys if k.startswith('classifier.'))[0]})")
+        raise UnsupportedModelError(f"config.json names class {named}, which porting does not rebuild; its weights "
+                                    f"look like {by_keys} (supported: {', '.join(SUPPORTED)})")
+    model_type = config.get("model_type")
+    if model_type is not None and model_type not in BASES[base]:
+        raise MalformedModelError(f"config.json says model_type {model_type!r} but the weights are a {base} model")
+    return by_keys
+
+
+def labels_of(config: dict, architecture: str, state: dict | None = None) -> list[str]:
+    """``id2label`` in index order (transformers' default names ``LABEL_i`` when absent)."""
+    id2label = config.get("id2label") or {}
+    n = config.get("num_labels") or len(id2label) or None
+    if state is not None:
+        w = state.get("classifier.out_proj.weight", state.get("classifier.dense.weight" if architecture == AST else
+                                                              "classifier.weight"))
+        if w is not None:
+            n = int(w.shape[0])
+    n = n or 2
+    return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
+
+
+def read_hf_folder(path: str | Path) -> HFSpec:
+    """Read an HF model folder without executing anything; one-line errors naming the file, class or key."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise MalformedModelError(f"{folder}: not a directory; pass an HF model folder")
+    if not (folder / CONFIG).is_file():
+        raise MalformedModelError(f"{folder}: no {CONFIG}; an HF model folder holds {CONFIG} and {SAFETENSORS} "
+                                  f"or {BIN}")
+    config = _json(folder / CONFIG, "the model config")
+    state, weights_file = read_weights(folder)
+    arch = recognise(config, state.keys())
+    pre = _json(folder / PREPROCESSOR, "the preprocessor config") if (folder / PREPROCESSOR).is_file() else None
+    sha = {CONFIG: _sha256(folder / CONFIG), weights_file: _sha256(folder / weights_file)}
+    if pre is not None:
+        sha[PREPROCESSOR] = _sha256(folder / PREPROCESSOR)
+    return HFSpec(folder, config, state, pre, arch, weights_file, sha)
+
+
+def inspect_folder(path: str | Path) -> dict:
+    """JSON-safe report for ``port inspect DIR``: files, architecture, labels, tensors, preprocessor, problems."""
+    folder = Path(path)
+    report: dict = {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir()) if folder.is_dir() else [],
+                    "problems": []}
+    try:
+        spec = read_hf_folder(folder)
+    except (MalformedModelError, UnsupportedModelError, UnsafePickleError) as err:
+        report["problems"].append(f"{type(err).__name__}: {err}")
+        return report
+    cfg = spec.config
+    report.update(
+        architecture=spec.architecture,
+        config_architectures=cfg.get("architectures"),
+        model_type=cfg.get("model_type"),
+        weights=spec.weights_file,
+        sha256=spec.sha256,
+        labels=spec.labels,
+        remote_code=bool(cfg.get("auto_map")),
+        tensors={"count": len(spec.state), "elements": int(sum(t.numel() for t in spec.state.values()))},
+        preprocessor=spec.preprocessor,
+        encoder={k: cfg.get(k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                         "feat_extract_norm", "do_stable_layer_norm", "pooling_mode",
+                                         "use_weighted_layer_sum", "squeeze_factor", "max_length", "num_mel_bins")
+                 if k in cfg},
+    )
+    if spec.preprocessor is None:
+        report["problems"].append(f"MalformedModelError: {folder / PREPROCESSOR}: missing; the frontend is unknown")
+    return report
+
+
+def format_inspect(report: dict) -> str:
+    lines = [f"folder: {report['folder']}", f"files: {', '.join(report['files'])}"]
+    if "architecture" in report:
+        lines += [
+            f"architecture: {report['architecture']} (config.architectures: {report['config_architectures']}, "
+            f"model_type: {report['model_type']})",
+            f"weights: {report['weights']} ({report['tensors']['count']} tensors, "
+            f"{report['tensors']['elements']:,} elements; read as data, nothing executed)",
+            f"labels: {report['labels']}",
+            "encoder: " + ", ".join(f"{k}={v}" for k, v in report["encoder"].items()),
+            f"preprocessor: {report['preprocessor']}",
+        ]
+        if report["remote_code"]:
+            lines.append("remote code: config.json names auto_map modules; never imported")
+    for p in report["problems"]:
+        lines.append(f"problem: {p}")
+    return "\n".join(lines)

@@ -1,0 +1,156 @@
+"""Rebuild an HF audio classifier in plain torch and the porting ``config.json`` that describes it.
+
+``rebuild(spec)`` builds the module from ``config.json`` alone, folds weight norm (``base.fold_weight_norm``), checks
+every tensor's shape against what the config implies (a mismatch is a one-line error naming the key, never a
+partial load), then loads with ``strict=True``. The converted folder stores the folded state dict, so loading it
+needs no fold and its keys are the rebuild's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import MalformedModelError, UnsupportedModelError
+from .base import AudioClassifier, fold_weight_norm
+from .folder import AST, CUSTOM_SPEECH, SEQUENCE_CLASSIFICATION, SUPPORTED, HFSpec, labels_of
+
+FAMILY = "hf"
+DEFAULT_WINDOW_S = 5.0  # issue 12: "default: the model's clip length if recorded, else 5 s"
+
+
+def architecture_class(architecture: str):
+    """The rebuild class for a supported architecture name (imported on demand: each pulls only its own code)."""
+    if architecture == AST:
+        from .ast import ASTForAudioClassification
+
+        return ASTForAudioClassification
+    if architecture == SEQUENCE_CLASSIFICATION["sew_d"]:
+        from .sewd import SEWDForSequenceClassification
+
+        return SEWDForSequenceClassification
+    if architecture in SUPPORTED:
+        from .heads import ARCHITECTURES
+
+        return ARCHITECTURES[architecture]
+    raise UnsupportedModelError(f"architecture {architecture} is not rebuilt by porting; supported: {', '.join(SUPPORTED)}")
+
+
+_BASE_OF = {**{arch: base for base, arch in SEQUENCE_CLASSIFICATION.items()}, CUSTOM_SPEECH: "wav2vec2"}
+
+
+def weight_norm_prefixes(architecture: str) -> dict[str, int]:
+    """Full-key prefix of the weight-normed positional conv -> weight_norm's dim (2 in transformers'
+    ``Wav2Vec2PositionalConvEmbedding`` and ``SEWDPositionalConvEmbedding``); AST has none."""
+    base = _BASE_OF.get(architecture)
+    return {} if base is None else {f"{base}.encoder.pos_conv_embed.conv": 2}
+
+
+def build(architecture: str, config: dict) -> AudioClassifier:
+    try:
+        return architecture_class(architecture)(config).eval()
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedModelError(f"config.json: cannot build {architecture} from it ({type(exc).__name__}: {exc})") from exc
+
+
+def load_weights(model: AudioClassifier, state: dict, where: str) -> AudioClassifier:
+    """Strict load after checking names and shapes, so every problem is one line naming the key."""
+    want = model.state_dict()
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    if missing or unexpected:
+        what = (f"missing {missing[0]}" + (f" and {len(missing) - 1} more" if len(missing) > 1 else "")) if missing else \
+            (f"unexpected {unexpected[0]}" + (f" and {len(unexpected) - 1} more" if len(unexpected) > 1 else ""))
+        raise MalformedModelError(f"{where}: weights do not match config.json ({what}); the folder mixes two models")
+    for k, t in want.items():
+        if tuple(state[k].shape) != tuple(t.shape):
+            raise MalformedModelError(f"{where}: tensor {k} has shape {list(state[k].shape)} but config.json implies "
+                                      f"{list(t.shape)}; the weights do not belong to this config")
+    model.load_state_dict({k: state[k].to(t.dtype) for k, t in want.items()}, strict=True)
+    return model.eval()
+
+
+def rebuild(spec: HFSpec) -> tuple[AudioClassifier, dict]:
+    """``(model, folded state dict)`` for an HF folder read by ``read_hf_folder``."""
+    state = fold_weight_norm(spec.state, weight_norm_prefixes(spec.architecture))
+    model = build(spec.architecture, spec.config)
+    return load_weights(model, state, str(spec.dir / spec.weights_file)), model.state_dict()
+
+
+def frontend_config(architecture: str, preprocessor: dict | None, where: str) -> dict:
+    """The frontend record of config.json: which feature extractor, its settings, the fbank backend."""
+    if preprocessor is None:
+        raise MalformedModelError(f"{where}: no preprocessor_config.json; the feature extractor (and sampling rate) is "
+                                  "unknown: add the one the model was trained with")
+    fe_type = preprocessor.get("feature_extractor_type")
+    kind = "ast" if architecture == AST else "wav2vec2"
+    expected = {"ast": "ASTFeatureExtractor", "wav2vec2": "Wav2Vec2FeatureExtractor"}[kind]
+    if fe_type is not None and fe_type != expected:
+        raise UnsupportedModelError(f"{where}: preprocessor_config.json names {fe_type}; {architecture} is ported with "
+                                    f"{expected} only")
+    out = {"type": kind, "preprocessor": dict(preprocessor)}
+    if kind == "ast":
+        # transformers uses torchaudio's kaldi fbank whenever torchaudio imports (AST checkpoints were trained
+        # with it); its numpy fallback differs by float rounding. golden/hf/README.md records which a case used.
+        out["fbank_backend"] = "torchaudio-kaldi"
+    return out
+
+
+def default_windows(architecture: str, preprocessor: dict | None) -> dict:
+    """Window length: the clip length the model records (AST: ``max_length`` 10-ms frames), else 5 s; hop = window."""
+    rate = int((preprocessor or {}).get("sampling_rate", 16000))
+    if architecture == AST and preprocessor and preprocessor.get("max_length"):
+        win = round(int(preprocessor["max_length"]) * 0.010, 6)
+        why = f"ASTFeatureExtractor max_length {preprocessor['max_length']} frames x 10 ms"
+    else:
+        win, why = DEFAULT_WINDOW_S, "no clip length recorded: 5 s"
+    return {"window_s": win, "hop_s": win, "sample_rate": rate, "why": why}
+
+
+def make_config(spec: HFSpec, state: dict) -> dict:
+    """porting's config.json for an HF model: the original config verbatim plus what the graph needs."""
+    from .. import __version__
+
+    cfg = {
+        "format": "porting.model/1",
+        "family": FAMILY,
+        "porting_version": __version__,
+        "source": {"file": spec.dir.name, "kind": "hf-folder", "weights_file": spec.weights_file,
+                   "sha256": dict(spec.sha256)},
+        "hf_architecture": spec.architecture,
+        "classes": labels_of(spec.config, spec.architecture, spec.state),
+        "positive_index": None,
+        "activation": ({"name": "sigmoid"} if spec.config.get("problem_type") == "multi_label_classification"
+                       else {"name": "softmax", "dim": -1}),
+        "frontend": frontend_config(spec.architecture, spec.preprocessor, str(spec.dir)),
+        "windows": default_windows(spec.architecture, spec.preprocessor),
+        "hf_config": spec.config,
+        "state_dict": {k: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")} for k, t in state.items()},
+    }
+    return json.loads(json.dumps(cfg))
+
+
+def load_converted(path: Path, config: dict) -> AudioClassifier:
+    """The rebuild from a converted folder (folded weights, keys = the rebuild's)."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path / "model.safetensors"))
+    except Exception as exc:
+        raise MalformedModelError(f"{path / 'model.safetensors'}: cannot read ({exc}); re-run `port convert`") from exc
+    model = build(config["hf_architecture"], config["hf_config"])
+    return load_weights(model, state, str(path / "model.safetensors"))
+
+
+def load_hf(path: str | Path) -> tuple[AudioClassifier, dict]:
+    """``(model, porting config)`` straight from an HF folder (what ``port convert`` would write, in memory)."""
+    from .folder import read_hf_folder
+
+    spec = read_hf_folder(path)
+    model, state = rebuild(spec)
+    return model, make_config(spec, state)
+
+
+def is_hf_config(config: dict) -> bool:
+    return config.get("family") == FAMILY
+
