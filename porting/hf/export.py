@@ -7,6 +7,9 @@ One declaration per artifact (``ARTIFACTS``: file, inputs with their axes, outpu
 * ``pipeline.*`` (wav2vec2 family): ``waveform`` ``[B, T]`` at the feature extractor's rate -> ``probs``, ``logits``,
   the feature extractor inside (``porting.frontend.hf.wav2vec2_features``, whole windows).
   AST's pipeline would need the kaldi fbank's FFT inside the graph and is not exported (the model is).
+* ``*.tflite`` (LiteRT needs fixed shapes): whole windows only, ``T`` = the converted model's window length, with one
+  signature per batch size (``batch_1``, ``batch_8``); verified at batch 3 and 9 (both signatures) instead of two
+  lengths; a partial tail needs another backend.
 
 Tracing bakes shape branches in (SEW-D pads the squeezed sequence only when its length is odd), so every artifact
 is verified at **two input lengths** -- a whole window and a shorter tail whose frame count has the other parity --
@@ -30,12 +33,14 @@ from ..graph import HFStageGraph
 from ..parity.compare import compare_rule
 from ..parity.contract import STRICT
 
-FORMATS = ("onnx", "torchscript", "pt2")
+FORMATS = ("onnx", "torchscript", "pt2", "tflite")
 ARTIFACTS = {
     "onnx": ("model.onnx", "pipeline.onnx"),
     "torchscript": ("model.torchscript.pt", "pipeline.torchscript.pt"),
     "pt2": ("model.pt2", "pipeline.pt2"),
+    "tflite": ("model.tflite", "pipeline.tflite"),
 }
+TFLITE_BATCHES = (1, 8)  # LiteRT needs fixed shapes: one signature per batch size, whole windows only
 PARITY_FORMAT = "porting.parity/2"
 OPSET = 17
 
@@ -43,9 +48,9 @@ OPSET = 17
 class _Pipeline(torch.nn.Module):
     """waveform [B, T] -> (probs, logits): the feature extractor (float64 statistics, traceable), then the model."""
 
-    def __init__(self, model: torch.nn.Module, graph: HFStageGraph):
+    def __init__(self, model: torch.nn.Module, graph: HFStageGraph, exact: bool = False):
         super().__init__()
-        self.model, self.graph = model, graph
+        self.model, self.graph, self.exact = model, graph, exact
 
     def forward(self, waveform: torch.Tensor):
         from ..frontend.hf import wav2vec2_features
@@ -54,7 +59,9 @@ class _Pipeline(torch.nn.Module):
         # which depends on the length, so a trace would bake one length in (measured: fails at the second
         # verification length). float64 is closer to the true mean/var than numpy's float32 pairwise sums; the two
         # differ by <= 3.3e-6 on ordinary audio, up to 1.8e-4 on a -0.7 DC with 1e-4 noise (porting.frontend.hf).
-        values, mask = wav2vec2_features(waveform, None, self.graph.feature_config, exact=False)
+        # A fixed-length artifact (TFLite) takes the exact path: its summation plan is the window length's, and LiteRT
+        # has no float64 sum.
+        values, mask = wav2vec2_features(waveform, None, self.graph.feature_config, exact=self.exact)
         logits = self.model(values, mask)
         return self.graph.activate(logits), logits
 
@@ -109,8 +116,13 @@ def probe_waves(n: int, batch: int, rate: int, seed: int) -> torch.Tensor:
     return torch.stack(rows).float()
 
 
-def _inputs(graph: HFStageGraph, config: dict, kind: str) -> list[torch.Tensor]:
+def _inputs(graph: HFStageGraph, config: dict, kind: str, fmt: str = "onnx") -> list[torch.Tensor]:
+    """Verification inputs: two lengths (a whole window, a tail), or for AST and TFLite (fixed lengths) two batch
+    sizes of whole windows, 3 and 9 (so TFLite runs both its signatures)."""
     hf = config["hf_config"]
+    if fmt == "tflite" and graph.kind != "ast":
+        waves = [probe_waves(graph.window_samples, b, graph.sample_rate, b) for b in (3, 9)]
+        return [graph.features(w)["F.input_values"] for w in waves] if kind == "model" else waves
     if graph.kind == "ast":
         return [graph.features(probe_waves(graph.window_samples, b, graph.sample_rate, b))["F.input_values"]
                 for b in (2, 3)] if kind == "model" else []
@@ -122,7 +134,17 @@ def _export(fmt: str, module: torch.nn.Module, example: torch.Tensor, path: Path
             extra: dict) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        if fmt == "onnx":
+        if fmt == "tflite":
+            import litert_torch
+
+            litert_torch.config.show_progress = False
+            named = _Named(module, names).eval()
+            conv = litert_torch
+            for n in TFLITE_BATCHES:
+                conv = conv.signature(f"batch_{n}", named, sample_kwargs={names[0]: example[:1].expand(n, *example.shape[1:])
+                                                                           .contiguous()})
+            conv.convert().export(str(path))
+        elif fmt == "onnx":
             torch.onnx.export(module, (example,), str(path), input_names=[names[0]], output_names=list(names[1:]),
                               dynamic_axes={names[0]: axes, **{o: {0: "B"} for o in names[1:]}}, opset_version=OPSET,
                               dynamo=False)
@@ -138,7 +160,25 @@ def _export(fmt: str, module: torch.nn.Module, example: torch.Tensor, path: Path
             torch.export.save(program, str(path), extra_files=extra)
 
 
+class _Named(torch.nn.Module):
+    """Keyword input and a dict of named outputs, so LiteRT names its signature's tensors."""
+
+    def __init__(self, module: torch.nn.Module, names: tuple):
+        super().__init__()
+        self.module, self.names = module, names
+
+    def forward(self, **kw):
+        out = self.module(kw[self.names[0]])
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return dict(zip(self.names[1:], out))
+
+
 def _runner(fmt: str, path: Path) -> tuple[Callable, str]:
+    if fmt == "tflite":
+        from ..export.tflite import TFLiteRunner
+
+        r = TFLiteRunner(path)
+        return (lambda x: r(x)), r.runtime
     if fmt == "onnx":
         from ..export.onnx import OnnxRunner
 
@@ -161,6 +201,8 @@ def _runner(fmt: str, path: Path) -> tuple[Callable, str]:
 
 
 def _outputs(kind: str, got) -> dict:
+    if isinstance(got, dict) and "logits" in got:  # named outputs (ONNX, LiteRT)
+        return {"Y.logits": got["logits"]} if kind == "model" else {"Y.probs": got["probs"], "Y.logits": got["logits"]}
     vals = list(got.values()) if isinstance(got, dict) else list(got)
     return {"Y.logits": vals[0]} if kind == "model" else {"Y.probs": vals[0], "Y.logits": vals[1]}
 
@@ -218,6 +260,12 @@ def _check_golden(kind: str, run: Callable, windows: list[tuple[str, dict]], tie
     return rows
 
 
+def _whole(t: dict, kind: str, example: torch.Tensor) -> bool:
+    """A golden window the fixed-shape TFLite artifact can take (same per-row shape as its signatures)."""
+    x = t["F.input_values"] if kind == "model" else t["A.waveform"]
+    return tuple(x.shape[1:]) == tuple(example.shape[1:])
+
+
 def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats, log=None,
               golden: str | Path | None = None) -> dict:
     """Export ``formats`` of ``model`` into ``out_dir``, verify each artifact at two input lengths against the eager
@@ -238,35 +286,32 @@ def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats
         windows = golden_windows(config, golden)
         tier = hf_tier(golden, machine_fingerprint()).name
     artifacts: dict[str, dict] = {}
-    skipped: dict[str, str] = {}
     for fmt in formats:
-        if fmt not in FORMATS:
-            skipped[fmt] = "not exported for the HF family yet (litert-torch conversion of these encoders is untested)"
-            log(f"skipping {fmt}: {skipped[fmt]}")
-            continue
         _require(fmt, "export")
         for kind, name in zip(("model", "pipeline"), ARTIFACTS[fmt]):
-            inputs = _inputs(graph, config, kind)
+            inputs = _inputs(graph, config, kind, fmt)
             if not inputs:
                 continue
-            module = _Model(model) if kind == "model" else _Pipeline(model, graph)
+            module = _Model(model) if kind == "model" else _Pipeline(model, graph, exact=fmt == "tflite")
             reference = module if kind == "model" else _DetectPath(model, graph)  # what `port detect` computes
             time_axis = graph.kind != "ast"
             axes = {0: "B", 1: "T"} if time_axis else {0: "B"}
             names = ("input_values", "logits") if kind == "model" else ("waveform", "probs", "logits")
             path = out_dir / name
             log(f"exporting {name} ...")
-            entry = {"format": fmt, "kind": kind, "inputs": {names[0]: {"shape": ["B", "T"] if time_axis else
-                                                                        ["B", graph.feature_config.max_length,
-                                                                         graph.feature_config.num_mel_bins],
-                                                                        "dtype": "float32"}},
+            shape = (["B", "T"] if fmt != "tflite" else ["B", graph.window_samples]) if time_axis else \
+                ["B", graph.feature_config.max_length, graph.feature_config.num_mel_bins]
+            entry = {"format": fmt, "kind": kind, "inputs": {names[0]: {"shape": shape, "dtype": "float32"}},
                      "outputs": {o: ["B", "K"] for o in names[1:]}}
+            if fmt == "tflite":
+                entry["signatures"] = [f"batch_{n}" for n in TFLITE_BATCHES]
             try:
                 _export(fmt, module.eval(), inputs[0], path, names, axes, extra)
                 run, entry["runtime"] = _runner(fmt, path)
                 entry.update(bytes=path.stat().st_size, sha256=_sha256(path))
                 log(f"verifying {name} at input shapes {[list(x.shape) for x in inputs]} ...")
-                entry["checks"] = _check(kind, run, reference, inputs) + _check_golden(kind, run, windows, tier)
+                gold = windows if fmt != "tflite" else [(k, t) for k, t in windows if _whole(t, kind, inputs[0])]
+                entry["checks"] = _check(kind, run, reference, inputs) + _check_golden(kind, run, gold, tier)
                 entry["passed"] = all(r["passed"] for r in entry["checks"])
             except Exception as exc:  # any exporter/runtime failure fails the artifact; reported, never skipped
                 path.unlink(missing_ok=True)
@@ -283,7 +328,6 @@ def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats
         "golden": None if golden is None else {"dir": str(golden), "tier": tier, "windows": [w for w, _ in windows]},
         "versions": runtime_versions(),
         "artifacts": artifacts,
-        "skipped": skipped,
     }
     (out_dir / "parity.json").write_text(json.dumps(parity, indent=1) + "\n")
     return parity
