@@ -20,8 +20,8 @@ in blocks and reproduce each of its steps so the result is bitwise the same (tes
    * about half of all lengths end with one appended ``0.0`` (when ``frac(n * r) < 0.5``);
    * the float ratio makes e.g. a 1-s 44.1 kHz file give ``ceil(48000.000000000004) = 48001`` samples
      at 48 kHz (every n that is a multiple of 147 at 11025/22050/44100 -> 48000/96000), one extra 0.0;
-   * python-soxr's one-shot output buffer holds ``int(n * target / orig + 1)`` samples (``soxr_ext.cpp:
-     csoxr_split_ch``), so nothing past it can survive; we cap the stream the same way.
+   python-soxr's one-shot output buffer holds ``int(n * target / orig + 1)`` samples (``soxr_ext.cpp:
+   csoxr_split_ch``); soxr's ``round(n * r)`` never exceeds it, so that cap never cuts anything.
    No scaling (``scale=False``) and the dtype stays float32.
 
 Refused with ``AudioError`` (librosa would raise, or fall back to audioread, which we do not ship):
@@ -34,7 +34,7 @@ the frame count, librosa does the same), with a ``TruncatedAudioWarning``.
 from __future__ import annotations
 
 import math
-import os
+import numbers
 import struct
 import warnings
 from collections.abc import Iterator
@@ -177,7 +177,7 @@ def _reason(exc: BaseException, path: Path) -> str:
     """libsndfile's own message without soundfile's "Error opening '<path>': " prefix (path once only)."""
     text = getattr(exc, "error_string", None) or str(exc) or type(exc).__name__
     text = " ".join(str(text).split()).replace(repr(str(path)), "the file").replace(str(path), "the file")
-    return text.rstrip(".")
+    return text.removeprefix("Error : ").rstrip(".")
 
 
 def _open_info(path, warn: bool = True) -> StreamInfo:
@@ -253,11 +253,6 @@ def resampled_length(frames: int, sample_rate: int, rate) -> int:
     return int(math.ceil(int(frames) * (float(rate) / sample_rate)))
 
 
-def _soxr_capacity(frames: int, sample_rate: int, rate) -> int:
-    """python-soxr's one-shot output buffer, ``size_t(ilen * out_rate / in_rate + 1)`` (csoxr_split_ch)."""
-    return int(float(frames) * float(rate) / float(sample_rate) + 1.0)
-
-
 def _iter_mono_blocks(info: StreamInfo, block_frames: int) -> Iterator[np.ndarray]:
     """float32 mono blocks: soundfile's float32 read, then librosa's ``to_mono`` on the [C, n] transpose."""
     done = 0
@@ -296,12 +291,12 @@ def _iter_mono_blocks(info: StreamInfo, block_frames: int) -> Iterator[np.ndarra
 
 
 def _check_rate(info: StreamInfo, rate) -> None:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate <= 0:
+    if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not math.isfinite(rate) or rate <= 0:
         raise AudioError(f"{info.path}: target rate must be a positive number of Hz, got {rate!r}; this is a bug")
 
 
 def _iter_stream(info: StreamInfo, rate, block_frames: int) -> Iterator[np.ndarray]:
-    if isinstance(block_frames, bool) or not isinstance(block_frames, int) or block_frames < 1:
+    if isinstance(block_frames, bool) or not isinstance(block_frames, numbers.Integral) or block_frames < 1:
         raise AudioError(f"{info.path}: block_frames must be a positive int, got {block_frames!r}; this is a bug")
     _check_rate(info, rate)
     if info.sample_rate == rate:  # librosa.resample: `if orig_sr == target_sr: return y`
@@ -310,7 +305,7 @@ def _iter_stream(info: StreamInfo, rate, block_frames: int) -> Iterator[np.ndarr
     stream = soxr.ResampleStream(info.sample_rate, rate, 1, dtype="float32", quality=_QUALITY)
     frames = 0
     emitted = 0
-    limit = min(resampled_length(info.frames, info.sample_rate, rate), _soxr_capacity(info.frames, info.sample_rate, rate))
+    limit = resampled_length(info.frames, info.sample_rate, rate)
     for mono in _iter_mono_blocks(info, block_frames):
         frames += mono.shape[0]
         out = stream.resample_chunk(mono)
@@ -319,14 +314,13 @@ def _iter_stream(info: StreamInfo, rate, block_frames: int) -> Iterator[np.ndarr
             emitted += out.shape[0]
             yield out
     # Now the real input length is known (it is info.frames unless the stream was cut short).
-    n_out = resampled_length(frames, info.sample_rate, rate)
-    limit = min(n_out, _soxr_capacity(frames, info.sample_rate, rate))
+    limit = resampled_length(frames, info.sample_rate, rate)
     if emitted > limit:  # soxr lags its input by the filter delay, so this cannot happen on a real file
         raise AudioError(f"{info.path}: resampler emitted {emitted} samples, more than {limit}; this is a bug")
     tail = stream.resample_chunk(np.zeros(0, np.float32), last=True)[: limit - emitted]
     emitted += tail.shape[0]
-    if emitted < n_out:  # librosa's fix_length pads with zeros
-        tail = np.concatenate([tail, np.zeros(n_out - emitted, np.float32)])
+    if emitted < limit:  # librosa's fix_length pads with zeros
+        tail = np.concatenate([tail, np.zeros(limit - emitted, np.float32)])
     if tail.shape[0]:
         yield tail
 
@@ -416,7 +410,7 @@ def iter_windows(
     current batch (``(B - 1) * hop + window``); after a batch only the overlap with the next window stays.
     Too short for one window: ``AudioError`` before anything is read.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise AudioError(f"{path}: batch_size must be a positive int, got {batch_size!r}; this is a bug")
     info = _open_info(path)
     _check_rate(info, rate)
