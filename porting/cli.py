@@ -14,7 +14,7 @@ from .errors import PortingError
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
-    help="Verifiable porting of legacy fastai audio classifiers to plain torch.",
+    help="Verifiable porting of audio classifiers (fastai learners, Hugging Face audio models) to plain torch.",
 )
 
 
@@ -39,14 +39,15 @@ def convert(
     export: Optional[str] = typer.Option(
         None, "--export", help="onnx,torchscript,pt2,tflite (comma list), all, or none; default: every available format"),
     golden: Optional[Path] = typer.Option(
-        None, "--golden", help="golden store: also verify the exports on the cases captured from this pickle"),
+        None, "--golden", help="golden store (golden/, or golden/hf for HF folders): also verify the exports on the cases captured from this model"),
 ):
     """Read MODEL without executing it, rebuild the network in plain torch, write
-    OUT/model.safetensors + OUT/config.json, the exports, parity.json, preprocessor_config.json and a
-    README.md model card (atomically: nothing is left on failure). Every export is run in its own runtime
-    and checked by the parity contract (logits: 1e-5 + 1e-5 * max|row|; probabilities: 1e-5 absolute) against
-    the eager port and, with --golden, every capture of this pickle's cases in its tier; exit 1 if any artifact
-    misses it (it is kept, marked FAILED in parity.json)."""
+    OUT/model.safetensors + OUT/config.json, the exports, parity.json, preprocessor_config.json and (learners)
+    a README.md model card, atomically: nothing is left on failure. MODEL is a learner pickle or a Hugging Face
+    model folder (config.json + model.safetensors or pytorch_model.bin + preprocessor_config.json). Every export
+    is run in its own runtime and checked by the parity contract (logits: 1e-5 + 1e-5 * max|row|; probabilities:
+    1e-5 absolute) against the eager port (HF models: at two input lengths) and, with --golden, every capture of
+    this model's golden cases in its tier; exit 1 if any artifact misses it (kept, marked FAILED in parity.json)."""
     from .convert import convert as do_convert, failed_artifacts_message, format_summary
     from .errors import ExportError
     from .export import format_parity, parse_formats
@@ -142,7 +143,7 @@ def golden_verify(
 
 @app.command()
 def parity(
-    golden: Path = typer.Option(Path("golden"), "--golden", "-g", help="golden/cases/<case>.json or a golden store (every case)"),
+    golden: Path = typer.Option(Path("golden"), "--golden", "-g", help="golden/cases/<case>.json or a golden store (every case); golden/hf for the Hugging Face family"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="converted DIR or .pkl (default: each case's own model in golden/models)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (TF32 disabled)"),
     report: Optional[Path] = typer.Option(None, "--report", help="write OUT/report.md and PNGs here"),

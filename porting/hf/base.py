@@ -38,7 +38,8 @@ class EncoderOutput(NamedTuple):
     """What a rebuilt base model (``Wav2Vec2Model``, ``HubertModel``, ``WavLMModel``, ``SEWDModel``) hands a head."""
 
     features: Tensor  # M.features, [B, C, T'] as the feature encoder returns it
-    hidden_states: list[Tensor]  # M.hidden_states.0..L, [B, T', H]; the last is the base model's last_hidden_state
+    hidden_states: list[Tensor]  # M.hidden_states.0..L as transformers returns them, [B, T'', H] (SEW-D: at the
+    # squeezed length, the last one before upsampling -- so not always the base model's last_hidden_state)
     frame_mask: Tensor | None  # [B, T'] bool, True on frames computed from real samples; None = all valid
 
 
