@@ -87,9 +87,10 @@ def detect(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="windows per forward pass (default 32; HF models 16)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
-    backend: str = typer.Option("auto", "--backend", help="torch; onnx: model.onnx of a converted DIR in onnxruntime (frontend stays torch); auto: onnx when available on CPU, else torch"),
+    backend: str = typer.Option("auto", "--backend", help="torch; onnx: the verified ONNX model of a converted DIR in onnxruntime (frontend stays torch); auto: onnx when it passed verification and runs on CPU, else torch"),
     window_s: Optional[float] = typer.Option(None, "--window-s", help="HF models: window length in seconds (default: the model's clip length if recorded, else 5)"),
     hop_s: Optional[float] = typer.Option(None, "--hop-s", help="HF models: hop between window starts in seconds (default: the window length)"),
+    fbank_backend: Optional[str] = typer.Option(None, "--fbank-backend", help="AST models: torchaudio-kaldi (transformers' default when torchaudio imports) or numpy (its fallback); default: what config.json records"),
 ):
     """Run a converted classifier on recordings without its original stack.
 
@@ -101,7 +102,7 @@ def detect(
     from .summary import format_detection
 
     det = _run(load_detector, model, device=device, batch_size=batch_size, backend=backend, window_s=window_s,
-               hop_s=hop_s)
+               hop_s=hop_s, fbank_backend=fbank_backend)
     typer.echo(f"model {model}: backend {det.backend}, device {det.device}, batch size {det.batch_size}", err=True)
     results = run_many(det, audio, progress=progress)
     typer.echo(format_detection(results, det.aggregate_cfg.threshold if det.aggregate_cfg is not None else None))

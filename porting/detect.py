@@ -253,17 +253,17 @@ def is_hf_model(model_path: str | Path) -> bool:
 
 
 def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int | None = None, backend: str = "auto",
-                  window_s: float | None = None, hop_s: float | None = None):
+                  window_s: float | None = None, hop_s: float | None = None, fbank_backend: str | None = None):
     """The detector for ``model_path``: ``porting.hf.detect.HFDetector`` for the HF family (windows of
     ``window_s``/``hop_s``), else the OrcaHello ``Detector`` (its windows are fixed: 2 s, hop 1 s)."""
     if is_hf_model(model_path):
         from .hf.detect import HFDetector
 
         return HFDetector.load(model_path, device=device, backend=backend, window_s=window_s, hop_s=hop_s,
-                               batch_size=batch_size or 16)
-    if window_s is not None or hop_s is not None:
-        raise UnsupportedModelError("--window-s/--hop-s: the OrcaHello detector's windows are fixed (2 s, hop 1 s, "
-                                    "golden/README.md §1); drop the options")
+                               fbank_backend=fbank_backend, batch_size=batch_size or 16)
+    if window_s is not None or hop_s is not None or fbank_backend is not None:
+        raise UnsupportedModelError("--window-s/--hop-s/--fbank-backend: the OrcaHello detector's frontend is fixed "
+                                    "(2-s windows, hop 1 s, golden/README.md §1-§3); drop the options")
     return Detector.load(model_path, device=device, batch_size=batch_size or 32, backend=backend)
 
 

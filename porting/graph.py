@@ -21,6 +21,7 @@ from .frontend.pad import crop_pad
 
 ACTIVATIONS = ("softmax", "sigmoid", "exp", "identity")
 STAGES = ("B.mel_db", "C.padded", "X.model_input")  # what ``frontend`` returns, by golden name
+FBANK_BACKENDS = ("torchaudio-kaldi", "numpy")  # ASTFeatureExtractor's two code paths (porting.frontend.hf)
 
 
 def activate(logits: Tensor, act: dict) -> Tensor:
@@ -109,6 +110,10 @@ class HFStageGraph:
         if act.get("name") not in ACTIVATIONS:
             raise UnsupportedModelError(f"output activation {act.get('name')!r} is not supported")
         kind = fe["type"]
+        if fbank_backend is not None and fbank_backend not in FBANK_BACKENDS:
+            raise UnsupportedModelError(f"--fbank-backend {fbank_backend}: unknown; use {' or '.join(FBANK_BACKENDS)}")
+        if fbank_backend is not None and kind != "ast":
+            raise UnsupportedModelError(f"--fbank-backend: {kind} models have no fbank; drop the option")
         feature_config = (ASTFEConfig if kind == "ast" else Wav2Vec2FEConfig).from_dict(fe["preprocessor"])
         win = config.get("windows") or {}
         return cls(kind, feature_config, (fbank_backend or fe.get("fbank_backend")) if kind == "ast" else None, act,

@@ -111,3 +111,23 @@ def test_orcahello_refuses_window_options():
     r = _port("detect", str(ROOT / "golden" / "audio" / "pcm16_16k_short.wav"), "--model",
               str(ROOT / "golden" / "models" / "rn18.pkl"), "--window-s", "3", "--no-progress")
     assert r.returncode == 1 and "windows are fixed" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("backend", ["torchaudio-kaldi", "numpy"])
+def test_fbank_backend_selects_the_golden_it_matches(tmp_path, backend):
+    gold = load_hf_case(HF / "cases" / ("ast__stereo48k" + ("__numpy-fbank" if backend == "numpy" else "") + ".json"))
+    other = load_hf_case(HF / "cases" / ("ast__stereo48k" + ("" if backend == "numpy" else "__numpy-fbank") + ".json"))
+    out = tmp_path / "o.json"
+    r = _port("detect", str(AUDIO / "stereo48k.wav"), "--model", str(HF / "models" / "ast"), "--hop-s", "0.5",
+              "--fbank-backend", backend, "--json", str(out), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    logits = np.array([w["logits"] for w in json.loads(out.read_text())["files"][0]["windows"]])
+    ref, alt = gold.tensors["all.logits"].numpy(), other.tensors["all.logits"].numpy()
+    assert np.abs(logits - ref).max() <= 1e-5 + 1e-5 * np.abs(ref).max()
+    assert np.abs(logits - ref).max() < np.abs(logits - alt).max()  # the two backends are told apart
+
+
+def test_fbank_backend_refused_where_it_means_nothing():
+    r = _port("detect", str(AUDIO / "tones16k.wav"), "--model", str(HF / "models" / "w2v2-base"), "--fbank-backend",
+              "numpy", "--no-progress")
+    assert r.returncode == 1 and "have no fbank" in r.stderr and r.stderr.count("\n") == 1, r.stderr

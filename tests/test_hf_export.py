@@ -91,3 +91,16 @@ def test_load_model_of_a_folder_and_of_its_conversion_agree(name, tmp_path):
         b = conv(w["F.input_values"], w.get("F.attention_mask"))
     assert torch.equal(a, b)  # the same rebuild from the same (folded) weights
     assert np.abs(a.numpy() - w["Y.logits"].numpy()).max() <= 1e-5 + 1e-5 * np.abs(w["Y.logits"].numpy()).max()
+
+
+@needs_onnx
+def test_onnx_backend_meets_the_goldens_and_auto_picks_it(converted):
+    from porting.detect import load_detector
+    from porting.parity.hf import run_hf_parity
+
+    name, out, _ = converted
+    runs = run_hf_parity(HF, out, "cpu", backend="onnx")
+    assert runs and all(r.report.passed for r in runs), [r.report.summary() for r in runs if not r.report.passed]
+    assert {r.report.case.split("__")[0] for r in runs} == {name}
+    assert load_detector(out).backend == "onnx"  # parity.json says model.onnx passed
+    assert load_detector(HF / "models" / name).backend == "torch"  # an HF folder has no verified artifact

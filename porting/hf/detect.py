@@ -52,6 +52,51 @@ class HFFileResult:
         return f"{self.path}: {n} window{'s' if n != 1 else ''} ({sum(self.partial)} partial); top label per window: {top}"
 
 
+def _onnx_passed(path: Path) -> bool:
+    """A converted DIR whose model.onnx passed its verification (parity.json) and onnxruntime to run it."""
+    import json
+    from importlib.util import find_spec
+
+    try:
+        art = json.loads((path / "parity.json").read_text())["artifacts"]["model.onnx"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(art.get("passed")) and (path / "model.onnx").is_file() and find_spec("onnxruntime") is not None
+
+
+def _onnx_path(path: Path) -> Path:
+    import json
+
+    onnx = path / "model.onnx"
+    if not onnx.is_file():
+        raise UnsupportedModelError(f"{path}: no model.onnx; convert with `port convert HF_DIR --out DIR --export onnx` "
+                                    "or use --backend torch")
+    try:
+        passed = json.loads((path / "parity.json").read_text())["artifacts"]["model.onnx"].get("passed")
+    except (OSError, ValueError, KeyError, TypeError):
+        passed = None
+    if passed is False:
+        raise UnsupportedModelError(f"{onnx}: failed this model's verification (parity.json); re-run `port convert` "
+                                    "or use --backend torch")
+    return onnx
+
+
+class OnnxHFModel(torch.nn.Module):
+    """``model.onnx`` (input_values -> logits, batch and time dynamic) behind the rebuild's call. It takes no
+    attention mask: ``port detect`` feeds whole utterances (a mask of ones), which the conversion verified."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        from ..export.onnx import OnnxRunner
+
+        self.runner = OnnxRunner(path)
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise UnsupportedModelError("model.onnx takes no attention mask and this batch is padded; use --backend torch")
+        return torch.from_numpy(self.runner(input_values.detach().cpu().float().numpy())["logits"])
+
+
 @dataclass
 class HFDetector:
     """A rebuilt HF classifier and its stage graph, run over recordings."""
@@ -72,11 +117,16 @@ class HFDetector:
         device = torch.device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UnsupportedModelError(f"--device {device}: no CUDA device on this machine; use --device cpu")
-        if backend not in ("auto", "torch"):
-            raise UnsupportedModelError(f"--backend {backend}: HF models run in eager torch here; use auto or torch")
+        if backend not in ("auto", "torch", "onnx"):
+            raise UnsupportedModelError(f"--backend {backend}: unknown backend; use auto, torch or onnx")
+        path = Path(model_path)
+        if backend == "auto":
+            backend = "onnx" if device.type == "cpu" and _onnx_passed(path) else "torch"
         model, config = load_model(model_path, device=device)
+        if backend == "onnx":
+            model = OnnxHFModel(_onnx_path(path))
         graph = HFStageGraph.from_config(config, fbank_backend=fbank_backend).with_windows(window_s, hop_s)
-        return cls(model, config, graph, device, batch_size, "torch")
+        return cls(model, config, graph, device, batch_size, backend)
 
     @property
     def aggregate_cfg(self):  # the CLI prints a threshold for OrcaHello only

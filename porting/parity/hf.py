@@ -99,8 +99,10 @@ def _cmp(stage: str, expected, actual, tier: str, ctx, window: int) -> StageResu
 
 
 def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None, device: str = "cpu",
-                  batch_size: int = 4) -> ParityReport:
-    """Every stage of every stored window of ``case`` plus ``all.*``, in ``tier``."""
+                  batch_size: int = 4, backend: str = "torch") -> ParityReport:
+    """Every stage of every stored window of ``case`` plus ``all.*``, in ``tier``. ``backend="onnx"`` runs the model
+    stage from ``model.onnx`` of a converted ``model_path`` (``M.*`` stages are then the rebuild's, logits the
+    artifact's)."""
     import torch
 
     from ..frontend.stream import iter_windows
@@ -108,7 +110,8 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
 
     meta_w = case.meta["windows"]
     det = HFDetector.load(model_path or case.model_dir, device=device, window_s=meta_w["window_s"],
-                          hop_s=meta_w["hop_s"], fbank_backend=case.fbank_backend, batch_size=batch_size)
+                          hop_s=meta_w["hop_s"], fbank_backend=case.fbank_backend, batch_size=batch_size,
+                          backend=backend)
     g = det.graph
     if (g.window_samples, g.hop_samples) != (meta_w["window_samples"], meta_w["hop_samples"]):
         raise GoldenError(f"{case.name}: window plan {g.window_samples}/{g.hop_samples} samples differs from the "
@@ -124,7 +127,7 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
             if index in wanted:
                 chained[index] = torch.from_numpy(batch.waveforms[row:row + 1].copy())
             index += 1
-    model = det.model
+    model = det.model if backend == "torch" else _rebuild_for_stages(model_path or case.model_dir)
     for i in case.stored_windows:
         gold = case.window(i)
         actual = {"A.waveform": chained.get(i)}
@@ -135,6 +138,13 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
         if actual["A.waveform"] is not None:
             actual.update(_model_stages(det, model, actual["A.waveform"]))
         iso = _model_stages(det, model, gold["A.waveform"], golden_features=gold)
+        if backend != "torch":  # the shipped logits are the artifact's: compare those
+            for out in (actual, iso):
+                if "F.input_values" in out:
+                    with torch.inference_mode():
+                        src = gold if out is iso else out
+                        out["Y.logits"] = det.model(src["F.input_values"].float()).float()
+                        out["Y.probs"] = det.graph.activate(out["Y.logits"])
         for name, ref in gold.items():
             got = actual.get(name)
             if got is None:
@@ -196,7 +206,8 @@ def is_hf_store(path: str | Path) -> bool:
         return False
 
 
-def run_hf_parity(golden: Path, model_path: Path | None, device: str, progress=None, running: dict | None = None):
+def run_hf_parity(golden: Path, model_path: Path | None, device: str, progress=None, running: dict | None = None,
+                  backend: str = "torch"):
     """``port parity --golden golden/hf``: every HF case (or the one JSON given), in this machine's tier."""
     from .fingerprint import load_fingerprint, machine_fingerprint
     from .run import CaseRun
@@ -204,6 +215,8 @@ def run_hf_parity(golden: Path, model_path: Path | None, device: str, progress=N
     golden = Path(golden)
     store = golden.parent.parent if golden.suffix == ".json" else golden
     paths = [golden] if golden.suffix == ".json" else hf_case_paths(golden)
+    if backend != "torch" and model_path is None:
+        raise GoldenError(f"--backend {backend}: pass --model DIR (converted with `port convert --export onnx`)")
     running = machine_fingerprint() if running is None else running
     tier = hf_tier(store, running)
     runs = []
@@ -215,7 +228,7 @@ def run_hf_parity(golden: Path, model_path: Path | None, device: str, progress=N
             continue
         if progress:
             progress(case.name)
-        report = check_hf_case(case, tier, model_path, device)
+        report = check_hf_case(case, tier, model_path, device, backend=backend)
         runs.append(CaseRun(report, tier=tier, capture="golden/hf", golden_fingerprint=load_fingerprint(store)))
     if not runs:
         raise GoldenError(f"{golden}: no HF golden case to check" + (f" for {model_path}" if model_path else ""))
@@ -236,6 +249,12 @@ def _same_model(model_path: Path, case: HFCase) -> bool:
 
     wf = case.meta["model"].get("weights_file")
     return wf is not None and (model_path / wf).is_file() and file_digest(model_path / wf)["sha256"] == want
+
+
+def _rebuild_for_stages(path):
+    from ..convert import load_model
+
+    return load_model(path)[0]
 
 
 def _model_stages(det, model, waveform, golden_features: dict | None = None) -> dict:

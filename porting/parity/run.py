@@ -257,7 +257,7 @@ def run_parity(
     from .hf import is_hf_store, run_hf_parity
 
     if is_hf_store(golden):
-        return run_hf_parity(Path(golden), model_path, device, progress, running)
+        return run_hf_parity(Path(golden), model_path, device, progress, running, backend)
     running = machine_fingerprint() if running is None else running
     targets = select_cases(golden)
     if backend not in ("torch", "auto") and model_path is None:
