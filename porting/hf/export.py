@@ -20,7 +20,6 @@ parity.json; nothing passes with a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -208,7 +207,9 @@ def _outputs(kind: str, got) -> dict:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    from ..golden import file_digest
+
+    return file_digest(path)["sha256"]
 
 
 def _check(kind: str, run: Callable, ref_module: torch.nn.Module, inputs: list[torch.Tensor]) -> list[dict]:

@@ -11,7 +11,6 @@ author called it; when they disagree, or either is unknown, the error names the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,11 +71,9 @@ def is_hf_folder(path: str | Path) -> bool:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+    from ..golden import file_digest
+
+    return file_digest(path)["sha256"]
 
 
 def _json(path: Path, what: str) -> dict:
