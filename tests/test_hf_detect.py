@@ -110,7 +110,7 @@ def test_bad_window_options(args, msg):
 def test_orcahello_refuses_window_options():
     r = _port("detect", str(ROOT / "golden" / "audio" / "pcm16_16k_short.wav"), "--model",
               str(ROOT / "golden" / "models" / "rn18.pkl"), "--window-s", "3", "--no-progress")
-    assert r.returncode == 1 and "windows are fixed" in r.stderr, r.stderr
+    assert r.returncode == 1 and "frontend is fixed" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("backend", ["torchaudio-kaldi", "numpy"])

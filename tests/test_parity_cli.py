@@ -116,8 +116,9 @@ def test_perturbed_port_fails_at_the_right_place(tmp_path):
     for stage in ("C.padded", "X.model_input", "C.padded (golden input)"):
         assert "FAIL" in rows[stage] and where in rows[stage], rows[stage]
     msg = next(line for line in done.stderr.splitlines() if line.startswith("FAIL rn18__pcm16_16k_short (golden): C.padded:"))
-    # a pad frame (200 >= 157): exact in either tier, so even the FFT error model allows it nothing
-    assert f"0.001 > 0 at {where}" in msg and "(legacy 0, port 0.00100000005)" in msg
+    # a pad frame (200 >= 157): 1e-5 in the strict tier, and nothing in the portable one (the FFT error model
+    # gives pad frames tolerance 0): which applies depends on this machine's fingerprint
+    assert re.search(rf"0\.001 > (0|1e-05) at {re.escape(where)}", msg) and "(legacy 0, port 0.00100000005)" in msg
     assert "1 of 2 windows fail" in msg and " tier" in msg
     assert any(line.startswith("FAIL rn18__pcm16_16k_short (golden): C.padded (golden input): FAIL") and where in line
                for line in done.stderr.splitlines())
