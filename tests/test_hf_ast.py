@@ -22,8 +22,8 @@ transformers = pytest.importorskip(
 )
 
 from porting.errors import UnsupportedModelError  # noqa: E402
-from porting.hf.ast import _ACTIVATIONS, ASTForAudioClassification, ASTModel  # noqa: E402
-from porting.hf.base import FEATURES, LOGITS, POOLED, hidden_name  # noqa: E402
+from porting.hf.ast import ASTForAudioClassification, ASTModel  # noqa: E402
+from porting.hf.base import ACTIVATIONS, FEATURES, LOGITS, POOLED, Activation, hidden_name  # noqa: E402
 
 TOL = 1e-5
 
@@ -212,18 +212,18 @@ def test_attention_mask_is_refused_in_one_line(tmp_path):
 def test_bad_configs_are_refused():
     with pytest.raises(UnsupportedModelError, match="hidden_act"):
         ASTForAudioClassification(dict(TINY, hidden_act="not_an_activation"))
-    with pytest.raises(UnsupportedModelError, match="num_labels"):
-        ASTForAudioClassification(dict(TINY, num_labels=3, id2label={"0": "a", "1": "b"}))
+    # num_labels disagreeing with id2label: transformers warns and goes with id2label; so does the port
+    cfg = dict(TINY, num_labels=3, id2label={"0": "a", "1": "b"})
+    ref = transformers.ASTConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type")})
+    assert ASTForAudioClassification(cfg).classifier.dense.out_features == ref.num_labels == 2
     with pytest.raises(UnsupportedModelError, match="attn_implementation"):
         ASTForAudioClassification(dict(TINY), attn_implementation="flash_attention_2")
 
 
-@pytest.mark.parametrize("name", sorted(_ACTIVATIONS))
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activation_table_matches_act2fn(name):
     x = torch.randn(4096, generator=torch.Generator().manual_seed(3)) * 6
-    from porting.hf.ast import _Activation
-
-    assert torch.equal(_Activation(name)(x), transformers.activations.ACT2FN[name](x))
+    assert torch.equal(Activation(name)(x), transformers.activations.ACT2FN[name](x))
 
 
 def test_jit_trace_and_export_reproduce_eager(tmp_path):

@@ -44,14 +44,12 @@ Quirks of the reference reproduced here (all verified in ``tests/test_hf_ast.py`
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from porting.errors import UnsupportedModelError
-from porting.hf.base import FEATURES, LOGITS, POOLED, AudioClassifier, EncoderOutput, hidden_name
+from porting.hf.base import AudioClassifier, EncoderOutput, Intermediate, num_labels, stage_dict
 
 # Defaults of transformers' ASTConfig (configuration_audio_spectrogram_transformer.py) for keys a config.json
 # may omit.
@@ -73,57 +71,6 @@ AST_DEFAULTS = {
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 
 
-def _gelu_tanh_formula(x: Tensor) -> Tensor:
-    # transformers activations.py NewGELUActivation ("gelu_new"): the explicit tanh formula, not F.gelu(tanh).
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
-def _gelu_fast(x: Tensor) -> Tensor:
-    # transformers activations.py FastGELUActivation ("gelu_fast").
-    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
-
-
-# The string activations of transformers' ACT2FN (activations.py) that a ViT-style config plausibly names.
-_ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_python": lambda x: x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),
-    "gelu_new": _gelu_tanh_formula,
-    "gelu_fast": _gelu_fast,
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_10": lambda x: torch.clip(F.gelu(x), -10.0, 10.0),
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
-    "relu": F.relu,
-    "relu6": F.relu6,
-    "relu2": lambda x: torch.square(F.relu(x)),
-    "silu": F.silu,
-    "swish": F.silu,
-    "mish": F.mish,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "linear": lambda x: x,
-}
-
-
-class _Activation(nn.Module):
-    """A parameter-free activation picked by the config's ``hidden_act`` string."""
-
-    def __init__(self, name: str):
-        super().__init__()
-        if not isinstance(name, str) or name not in _ACTIVATIONS:
-            raise UnsupportedModelError(
-                f"AST config hidden_act={name!r} has no plain-torch rebuild; "
-                f"supported: {', '.join(sorted(_ACTIVATIONS))}"
-            )
-        self.name = name
-        self._fn = _ACTIVATIONS[name]
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._fn(x)
-
-    def extra_repr(self) -> str:
-        return self.name
-
-
 def ast_config(config: dict) -> dict:
     """The config dict with ASTConfig's defaults filled in and the label count resolved.
 
@@ -132,15 +79,7 @@ def ast_config(config: dict) -> dict:
     """
     cfg = dict(AST_DEFAULTS)
     cfg.update({k: v for k, v in config.items() if k in AST_DEFAULTS})
-    id2label = config.get("id2label")
-    num_labels = config.get("num_labels")
-    if id2label is not None:
-        if num_labels is not None and int(num_labels) != len(id2label):
-            raise UnsupportedModelError(
-                f"AST config has num_labels={num_labels} but {len(id2label)} id2label entries; fix config.json"
-            )
-        num_labels = len(id2label)
-    cfg["num_labels"] = int(num_labels) if num_labels is not None else 2
+    cfg["num_labels"] = num_labels(config, "AST config")
     if cfg["hidden_size"] % cfg["num_attention_heads"]:
         raise UnsupportedModelError(
             f"AST config hidden_size={cfg['hidden_size']} is not a multiple of "
@@ -206,16 +145,6 @@ class _Attention(nn.Module):
         return self.output(self.attention(x))
 
 
-class _Intermediate(nn.Module):
-    def __init__(self, cfg: dict):
-        super().__init__()
-        self.dense = nn.Linear(cfg["hidden_size"], cfg["intermediate_size"])
-        self.act = _Activation(cfg["hidden_act"])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.dense(x))
-
-
 class _Layer(nn.Module):
     """Pre-LN block (transformers ``ASTLayer``): x + attn(LN(x)), then h + mlp(LN(h))."""
 
@@ -223,7 +152,7 @@ class _Layer(nn.Module):
         super().__init__()
         h, eps = cfg["hidden_size"], cfg["layer_norm_eps"]
         self.attention = _Attention(cfg, attn_implementation)
-        self.intermediate = _Intermediate(cfg)
+        self.intermediate = Intermediate(cfg)
         self.output = _Dense(cfg["intermediate_size"], h)
         self.layernorm_before = nn.LayerNorm(h, eps=eps)
         self.layernorm_after = nn.LayerNorm(h, eps=eps)
@@ -325,7 +254,7 @@ class ASTModel(nn.Module):
 
     def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """``last_hidden_state`` [B, N+2, H] (after the final layernorm)."""
-        return self.encode(input_values, attention_mask).hidden_states[-1]
+        return self.encode(input_values, attention_mask).last
 
 
 class _MLPHead(nn.Module):
@@ -350,9 +279,5 @@ class ASTForAudioClassification(AudioClassifier):
 
     def stages(self, input_values: Tensor, attention_mask: Tensor | None = None) -> dict[str, Tensor]:
         enc = self.audio_spectrogram_transformer.encode(input_values, attention_mask)
-        pooled = self.classifier.layernorm(ASTModel.pool(enc.hidden_states[-1]))
-        out = {FEATURES: enc.features}
-        out.update({hidden_name(i): h for i, h in enumerate(enc.hidden_states)})
-        out[POOLED] = pooled  # the input of classifier.dense, as golden/hf records it
-        out[LOGITS] = self.classifier.dense(pooled)
-        return out
+        pooled = self.classifier.layernorm(ASTModel.pool(enc.last))  # the input of classifier.dense (golden/hf)
+        return stage_dict(enc, pooled, self.classifier.dense(pooled))

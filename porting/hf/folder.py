@@ -154,14 +154,15 @@ def recognise(config: dict, keys) -> str:
 
 def labels_of(config: dict, architecture: str, state: dict | None = None) -> list[str]:
     """``id2label`` in index order (transformers' default names ``LABEL_i`` when absent)."""
+    from .base import num_labels
+
     id2label = config.get("id2label") or {}
-    n = config.get("num_labels") or len(id2label) or None
+    n = num_labels(config)
     if state is not None:
         w = state.get("classifier.out_proj.weight", state.get("classifier.dense.weight" if architecture == AST else
                                                               "classifier.weight"))
         if w is not None:
             n = int(w.shape[0])
-    n = n or 2
     return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
 
 

@@ -3,10 +3,12 @@
 A head is generic over its base model class (``base_model_class``, registered under ``base_model_prefix``,
 transformers' attribute name: ``wav2vec2``, ``hubert``, ``wavlm``, ``sew_d``, so state-dict keys match the
 transformers class of the same name). The protocol a base model meets: built as ``Base(config)``;
-``encode(input_values, attention_mask) -> porting.hf.base.EncoderOutput`` whose ``hidden_states[-1]`` is what the
-head pools and whose ``frame_mask`` is at that frame rate; ``.config``, the config dict with transformers'
-defaults filled in (``hidden_size``, ``num_hidden_layers``, ``classifier_proj_size``, ``use_weighted_layer_sum``);
-and ``weight_norm_dims(config, prefix) -> dict[str, int]`` (``porting.hf.wav2vec2`` models).
+``encode(input_values, attention_mask) -> porting.hf.base.EncoderOutput`` whose ``last`` (``last_hidden_state``,
+by default ``hidden_states[-1]``) is what the head pools; ``frame_mask(num_frames, attention_mask)``, the frame
+mask at any frame count (transformers ``_get_feature_vector_attention_mask``); ``.config``, the config dict with
+transformers' defaults filled in (``hidden_size``, ``num_hidden_layers``, ``classifier_proj_size``,
+``use_weighted_layer_sum``); and ``weight_norm_dims(config=..., prefix=...) -> dict[str, int]``, called by
+keyword (``porting.hf.wav2vec2`` models take ``(config, prefix)``, ``SEWDModel`` ``(prefix, config)``).
 
 * ``SequenceClassificationHead`` -- transformers ``Wav2Vec2ForSequenceClassification`` (and the identical
   Hubert/WavLM/SEWD ``*ForSequenceClassification``).
@@ -22,8 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from porting.errors import UnsupportedModelError
-from porting.hf.base import FEATURES, LOGITS, POOLED, AudioClassifier, EncoderOutput, hidden_name
-from porting.hf.wav2vec2 import HubertModel, Wav2Vec2Model, WavLMModel, num_labels
+from porting.hf.base import AudioClassifier, num_labels, stage_dict
+from porting.hf.sewd import SEWDModel
+from porting.hf.wav2vec2 import HubertModel, Wav2Vec2Model, WavLMModel
 
 
 class _Head(AudioClassifier):
@@ -44,17 +47,12 @@ class _Head(AudioClassifier):
         return getattr(self, self.base_model_prefix)
 
     @classmethod
-    def weight_norm_dims(cls, config: dict) -> dict[str, int]:
+    def weight_norm_dims(cls, config: dict | None = None) -> dict[str, int]:
         """Full-key prefixes of weight-normed modules (for ``porting.hf.base.fold_weight_norm``)."""
-        return cls.base_model_class.weight_norm_dims(config, cls.base_model_prefix)
+        return cls.base_model_class.weight_norm_dims(config=config, prefix=cls.base_model_prefix)
 
-    def _stages(self, enc: EncoderOutput, pooled: Tensor, logits: Tensor) -> dict[str, Tensor]:
-        out = {FEATURES: enc.features}
-        for i, h in enumerate(enc.hidden_states):
-            out[hidden_name(i)] = h
-        out[POOLED] = pooled
-        out[LOGITS] = logits
-        return out
+    def _num_labels(self, config: dict) -> int:
+        return num_labels(config, f"{type(self).__name__} config")
 
 
 class SequenceClassificationHead(_Head):
@@ -66,8 +64,12 @@ class SequenceClassificationHead(_Head):
        wav2vec2/WavLM whose output also carries ``extract_features``, 1 for HuBERT/SEW-D) and sum them with
        ``softmax(layer_weights)``; otherwise the last hidden state.
     2. ``projector`` (hidden -> ``classifier_proj_size``).
-    3. Pool over time. Without an attention mask: ``mean(dim=1)`` over every frame. With one: padded frames zeroed,
-       ``sum(dim=1) / frame_mask.sum(dim=1)`` -- the frame count, not the sample count, as the divisor.
+    3. Pool over time. Without an attention mask: ``mean(dim=1)`` over every frame. With one: the frame mask built
+       at the length of the pooled tensor (``_get_feature_vector_attention_mask(hidden_states.shape[1], ...)``),
+       padded frames zeroed, ``sum(dim=1) / mask.sum(dim=1)`` -- the frame count, not the sample count, as the
+       divisor. For wav2vec2/HuBERT/WavLM that length is T', so the mask is ``EncoderOutput.frame_mask``; SEW-D's
+       weighted sum pools its squeezed hidden states, and gets transformers' mask at T'//sf from T'-resolution
+       lengths (``porting.hf.sewd`` module docstring).
     4. ``classifier``. ``M.pooled`` is the pooled vector the classifier reads.
     """
 
@@ -80,7 +82,7 @@ class SequenceClassificationHead(_Head):
             self.layer_weights = nn.Parameter(torch.ones(n) / n)
         proj = int(cfg["classifier_proj_size"])
         self.projector = nn.Linear(cfg["hidden_size"], proj)
-        self.classifier = nn.Linear(proj, num_labels(config))
+        self.classifier = nn.Linear(proj, self._num_labels(config))
 
     def stages(self, input_values: Tensor, attention_mask: Tensor | None = None) -> dict[str, Tensor]:
         enc = self.base_model.encode(input_values, attention_mask)
@@ -89,15 +91,15 @@ class SequenceClassificationHead(_Head):
             weights = torch.softmax(self.layer_weights, dim=-1)
             h = (stacked * weights.view(-1, 1, 1)).sum(dim=1)
         else:
-            h = enc.hidden_states[-1]
+            h = enc.last
         h = self.projector(h)
-        if enc.frame_mask is None:
+        if attention_mask is None:
             pooled = h.mean(dim=1)
         else:
-            m = enc.frame_mask
+            m = self.base_model.frame_mask(h.shape[1], attention_mask)
             h = torch.where(m[..., None], h, torch.zeros((), dtype=h.dtype, device=h.device))
             pooled = h.sum(dim=1) / m.sum(dim=1).view(-1, 1)
-        return self._stages(enc, pooled, self.classifier(pooled))
+        return stage_dict(enc, pooled, self.classifier(pooled))
 
 
 class Wav2Vec2ForSequenceClassification(SequenceClassificationHead):
@@ -113,6 +115,19 @@ class HubertForSequenceClassification(SequenceClassificationHead):
 class WavLMForSequenceClassification(SequenceClassificationHead):
     base_model_class = WavLMModel
     base_model_prefix = "wavlm"
+
+
+class SEWDForSequenceClassification(SequenceClassificationHead):
+    """transformers ``SEWDForSequenceClassification``, which refuses ``add_adapter`` (a setting SEW-D has no
+    module for) in its ``__init__``."""
+
+    base_model_class = SEWDModel
+    base_model_prefix = "sew_d"
+
+    def __init__(self, config: dict):
+        if config.get("add_adapter"):
+            raise UnsupportedModelError("SEW-D sequence classification does not support add_adapter=True")
+        super().__init__(config)
 
 
 POOLING_MODES = ("mean", "sum", "max")
@@ -149,18 +164,18 @@ class SpeechClassificationHead(_Head):
             )
         super().__init__(config)
         self.pooling_mode = mode
-        self.classifier = _DenseTanhHead(self.base_model.config["hidden_size"], num_labels(config))
+        self.classifier = _DenseTanhHead(self.base_model.config["hidden_size"], self._num_labels(config))
 
     def stages(self, input_values: Tensor, attention_mask: Tensor | None = None) -> dict[str, Tensor]:
         enc = self.base_model.encode(input_values, attention_mask)
-        h = enc.hidden_states[-1]
+        h = enc.last
         if self.pooling_mode == "mean":
             pooled = torch.mean(h, dim=1)
         elif self.pooling_mode == "sum":
             pooled = torch.sum(h, dim=1)
         else:
             pooled = torch.max(h, dim=1)[0]
-        return self._stages(enc, pooled, self.classifier(pooled))
+        return stage_dict(enc, pooled, self.classifier(pooled))
 
 
 class Wav2Vec2ForSpeechClassification(SpeechClassificationHead):
@@ -172,6 +187,7 @@ ARCHITECTURES: dict[str, type] = {
     "Wav2Vec2ForSequenceClassification": Wav2Vec2ForSequenceClassification,
     "HubertForSequenceClassification": HubertForSequenceClassification,
     "WavLMForSequenceClassification": WavLMForSequenceClassification,
+    "SEWDForSequenceClassification": SEWDForSequenceClassification,
     "Wav2Vec2ForSpeechClassification": Wav2Vec2ForSpeechClassification,
 }
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import MalformedModelError, UnsupportedModelError
 from .base import AudioClassifier, fold_weight_norm
-from .folder import AST, CUSTOM_SPEECH, SEQUENCE_CLASSIFICATION, SUPPORTED, HFSpec, labels_of
+from .folder import AST, SUPPORTED, HFSpec, labels_of
 
 FAMILY = "hf"
 DEFAULT_WINDOW_S = 5.0  # issue 12: "default: the model's clip length if recorded, else 5 s"
@@ -25,25 +25,21 @@ def architecture_class(architecture: str):
         from .ast import ASTForAudioClassification
 
         return ASTForAudioClassification
-    if architecture == SEQUENCE_CLASSIFICATION["sew_d"]:
-        from .sewd import SEWDForSequenceClassification
+    from .heads import ARCHITECTURES
 
-        return SEWDForSequenceClassification
-    if architecture in SUPPORTED:
-        from .heads import ARCHITECTURES
-
-        return ARCHITECTURES[architecture]
-    raise UnsupportedModelError(f"architecture {architecture} is not rebuilt by porting; supported: {', '.join(SUPPORTED)}")
+    if architecture not in ARCHITECTURES:
+        raise UnsupportedModelError(f"architecture {architecture} is not rebuilt by porting; supported: "
+                                    f"{', '.join(SUPPORTED)}")
+    return ARCHITECTURES[architecture]
 
 
-_BASE_OF = {**{arch: base for base, arch in SEQUENCE_CLASSIFICATION.items()}, CUSTOM_SPEECH: "wav2vec2"}
+def weight_norm_prefixes(architecture: str, config: dict) -> dict[str, int]:
+    """Full-key prefix of each weight-normed conv (the positional conv embedding) -> weight_norm's dim; AST has none."""
+    if architecture == AST:
+        return {}
+    from .heads import weight_norm_dims
 
-
-def weight_norm_prefixes(architecture: str) -> dict[str, int]:
-    """Full-key prefix of the weight-normed positional conv -> weight_norm's dim (2 in transformers'
-    ``Wav2Vec2PositionalConvEmbedding`` and ``SEWDPositionalConvEmbedding``); AST has none."""
-    base = _BASE_OF.get(architecture)
-    return {} if base is None else {f"{base}.encoder.pos_conv_embed.conv": 2}
+    return weight_norm_dims(architecture, config)
 
 
 def build(architecture: str, config: dict) -> AudioClassifier:
@@ -72,7 +68,7 @@ def load_weights(model: AudioClassifier, state: dict, where: str) -> AudioClassi
 
 def rebuild(spec: HFSpec) -> tuple[AudioClassifier, dict]:
     """``(model, folded state dict)`` for an HF folder read by ``read_hf_folder``."""
-    state = fold_weight_norm(spec.state, weight_norm_prefixes(spec.architecture))
+    state = fold_weight_norm(spec.state, weight_norm_prefixes(spec.architecture, spec.config))
     model = build(spec.architecture, spec.config)
     return load_weights(model, state, str(spec.dir / spec.weights_file)), model.state_dict()
 

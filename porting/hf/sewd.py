@@ -1,4 +1,6 @@
-"""SEW-D (``SEWDModel`` / ``SEWDForSequenceClassification``) rebuilt in plain torch.
+"""SEW-D (``SEWDModel``) rebuilt in plain torch; its ``SEWDForSequenceClassification`` is the generic head of
+``porting.hf.heads`` (importable from here too). The CNN feature encoder, the frame-length formula, the frame mask
+and the positional conv are wav2vec2's (``porting.hf.wav2vec2``), as in transformers.
 
 Mirrors ``transformers/models/sew_d/modeling_sew_d.py`` (transformers 4.57) module for module, so a transformers
 ``state_dict()`` loads with ``strict=True`` once the positional conv's weight norm is folded
@@ -16,7 +18,7 @@ Quirks of the reference reproduced here (each tested in ``tests/test_hf_sewd.py`
   output of layer i (entry 1 after the optional ``conv`` module), entry L the last layer's output BEFORE
   upsampling. ``SEWDModel``'s ``last_hidden_state`` is the upsampled [B, T', H] tensor, which is therefore NOT
   ``hidden_states[-1]`` (different length, and an extra linear + activation). ``EncoderOutput.hidden_states``
-  holds transformers' entries; heads must take ``last_hidden_state`` from ``SEWDModel.encode_full``.
+  holds transformers' entries, ``EncoderOutput.last_hidden_state`` the upsampled tensor (what a head pools).
 * Squeeze lengths (``SEWDEncoder.forward``): the pool gives T'//sf frames; the strided positional conv gives
   T'//sf (even kernel, after ``SEWDSamePadLayer`` drops one) or ceil(T'/sf) (odd kernel) frames, so
   ``min_length`` is always T'//sf. The upsampled sequence has (T'//sf)*sf frames; when T' is not a multiple of sf
@@ -63,7 +65,9 @@ Quirks of the reference reproduced here (each tested in ``tests/test_hf_sewd.py`
   ``use_weighted_layer_sum`` it stacks the squeezed hidden_states (T'//sf frames) but builds the pooling mask
   with ``_get_feature_vector_attention_mask(T'//sf, attention_mask)`` from lengths at the T' resolution: any row
   whose valid length exceeds T'//sf makes transformers raise IndexError. Here the same one-hot-cumsum mask is
-  built without indexing (see ``feature_vector_mask``), equal wherever transformers returns.
+  built without indexing (``porting.hf.wav2vec2.feature_vector_mask``), equal wherever transformers returns. The
+  generic head (``porting.hf.heads.SequenceClassificationHead``) does exactly this for every base model: it
+  builds the pooling mask at the length of what it pools, as transformers' heads do.
 
 Export (tested in ``tests/test_hf_sewd.py``): ``torch.jit.trace`` and ``torch.onnx.export(dynamo=False)`` with
 dynamic batch and time axes follow the input length (ONNX Runtime within 1.1e-7 of transformers at three lengths).
@@ -77,14 +81,20 @@ state-dict parity and never read).
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from porting.errors import UnsupportedModelError
-from porting.hf.base import FEATURES, LOGITS, POOLED, AudioClassifier, EncoderOutput, hidden_name
+from porting.hf.base import Activation, EncoderOutput, Intermediate
+from porting.hf.wav2vec2 import (
+    FeatureEncoder,
+    PositionalConvEmbedding,
+    check_feature_encoder_config,
+    feature_vector_mask,
+    masked_spec_embed,
+    weight_norm_dims,
+)
 
 # Defaults of transformers' SEWDConfig (configuration_sew_d.py) for keys a config.json may omit, plus the
 # attributes modeling_sew_d.py reads with getattr(config, key, default) although SEWDConfig does not define them.
@@ -125,17 +135,12 @@ SEWD_DEFAULTS = {
 
 
 def sewd_config(config: dict) -> dict:
-    """The HF config dict completed with SEWDConfig's defaults, normalised as ``SEWDConfig.__init__`` does.
-
-    ``num_labels`` follows ``PretrainedConfig.__init__``: len(id2label) when given, else num_labels, else 2.
-    """
+    """The HF config dict completed with SEWDConfig's defaults, normalised as ``SEWDConfig.__init__`` does (the
+    CNN settings checked as wav2vec2's, ``porting.hf.wav2vec2.check_feature_encoder_config``)."""
     cfg = dict(SEWD_DEFAULTS)
-    keep = set(SEWD_DEFAULTS) | {"num_labels", "id2label", "add_adapter"}
+    keep = set(SEWD_DEFAULTS) | {"add_adapter"}
     cfg.update({k: v for k, v in config.items() if k in keep})
-    for key in ("conv_dim", "conv_stride", "conv_kernel"):
-        cfg[key] = [int(v) for v in cfg[key]]
-    if not len(cfg["conv_dim"]) == len(cfg["conv_stride"]) == len(cfg["conv_kernel"]):
-        raise UnsupportedModelError("SEW-D config: conv_dim, conv_stride and conv_kernel differ in length")
+    check_feature_encoder_config(cfg)
     # SEWDConfig: self.pos_att_type = list(pos_att_type) -- a string becomes a list of characters.
     cfg["pos_att_type"] = list(cfg["pos_att_type"]) if cfg["pos_att_type"] is not None else []
     if cfg["attention_head_size"] is None:
@@ -144,75 +149,7 @@ def sewd_config(config: dict) -> dict:
         cfg["attention_head_size"] = cfg["hidden_size"] // cfg["num_attention_heads"]
     if int(cfg["max_relative_positions"]) < 1:
         cfg["max_relative_positions"] = cfg["max_position_embeddings"]
-    if cfg["feat_extract_norm"] not in ("group", "layer"):
-        raise UnsupportedModelError(f"SEW-D config: feat_extract_norm {cfg['feat_extract_norm']!r}")
-    id2label, num_labels = cfg.pop("id2label", None), cfg.get("num_labels")
-    if id2label:
-        if num_labels is not None and int(num_labels) != len(id2label):
-            raise UnsupportedModelError(
-                f"SEW-D config has num_labels={num_labels} but {len(id2label)} id2label entries; fix config.json"
-            )
-        num_labels = len(id2label)
-    cfg["num_labels"] = int(num_labels) if num_labels is not None else 2
     return cfg
-
-
-# --- activations (transformers/activations.py ACT2CLS), the exact formulas ---------------------------------------
-
-_ACTIVATIONS = {
-    "gelu": lambda x: F.gelu(x),
-    "gelu_python": lambda x: x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),
-    "gelu_new": lambda x: 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0)))),
-    "gelu_fast": lambda x: 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
-    "relu": F.relu,
-    "relu6": F.relu6,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "silu": F.silu,
-    "swish": F.silu,
-    "linear": lambda x: x,
-}
-
-
-class Activation(nn.Module):
-    """A parameter-free transformers activation by its ACT2FN name."""
-
-    def __init__(self, name: str):
-        super().__init__()
-        if name not in _ACTIVATIONS:
-            raise UnsupportedModelError(f"SEW-D: activation {name!r} is not supported")
-        self.name = name
-
-    def forward(self, x: Tensor) -> Tensor:
-        return _ACTIVATIONS[self.name](x)
-
-    def extra_repr(self) -> str:
-        return self.name
-
-
-# --- lengths and masks ---------------------------------------------------------------------------------------------
-
-
-def feat_extract_output_lengths(lengths: Tensor, kernels: list[int], strides: list[int]) -> Tensor:
-    """``SEWDPreTrainedModel._get_feat_extract_output_lengths``: floor((L - k) / s) + 1 per conv layer."""
-    for k, s in zip(kernels, strides):
-        lengths = torch.div(lengths - k, s, rounding_mode="floor") + 1
-    return lengths
-
-
-def feature_vector_mask(length: int, attention_mask: Tensor, kernels: list[int], strides: list[int]) -> Tensor:
-    """``_get_feature_vector_attention_mask`` without its scatter: bool [B, length], True up to the output length.
-
-    Transformers writes a 1 at index ``out_len - 1`` and takes a reversed cumsum, so frame j is valid iff
-    j <= out_len - 1 with Python's negative-index wrap: out_len <= 0 (input shorter than the receptive field)
-    marks ``length + out_len`` frames, out_len == 0 marks ALL frames. Reproduced with a comparison (traceable);
-    where transformers raises IndexError (out_len > length or out_len < 1 - length) this returns all True/False.
-    """
-    idx = feat_extract_output_lengths(attention_mask.sum(-1), kernels, strides).to(torch.long) - 1
-    idx = torch.where(idx < 0, idx + length, idx)
-    return torch.arange(length, device=attention_mask.device)[None, :] <= idx[:, None]
 
 
 # --- relative positions ----------------------------------------------------------------------------------------------
@@ -244,74 +181,7 @@ def relative_position_buckets(
     return rel.to(torch.long).unsqueeze(0)
 
 
-# --- CNN feature encoder (wav2vec2's) --------------------------------------------------------------------------------
-
-
-class _ConvLayer(nn.Module):
-    """One ``SEWD{No,Group,}LayerNormConvLayer``: conv -> [GroupNorm | LayerNorm over channels] -> activation."""
-
-    def __init__(self, cfg: dict, i: int):
-        super().__init__()
-        c_in = cfg["conv_dim"][i - 1] if i > 0 else 1
-        c_out = cfg["conv_dim"][i]
-        self.conv = nn.Conv1d(
-            c_in, c_out, cfg["conv_kernel"][i], stride=cfg["conv_stride"][i], bias=bool(cfg["conv_bias"])
-        )
-        self.norm = "layer" if cfg["feat_extract_norm"] == "layer" else ("group" if i == 0 else None)
-        if self.norm == "layer":
-            self.layer_norm = nn.LayerNorm(c_out, elementwise_affine=True)
-        elif self.norm == "group":
-            self.layer_norm = nn.GroupNorm(num_groups=c_out, num_channels=c_out, affine=True)
-        self.activation = Activation(cfg["feat_extract_activation"])
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv(x)
-        if self.norm == "layer":
-            x = self.layer_norm(x.transpose(-2, -1)).transpose(-2, -1)
-        elif self.norm == "group":
-            x = self.layer_norm(x)
-        return self.activation(x)
-
-
-class FeatureEncoder(nn.Module):
-    """``SEWDFeatureEncoder``: [B, S] -> [B, conv_dim[-1], T']."""
-
-    def __init__(self, cfg: dict):
-        super().__init__()
-        self.conv_layers = nn.ModuleList([_ConvLayer(cfg, i) for i in range(len(cfg["conv_dim"]))])
-
-    def forward(self, input_values: Tensor) -> Tensor:
-        x = input_values[:, None]
-        for layer in self.conv_layers:
-            x = layer(x)
-        return x
-
-
 # --- SEW-D encoder ---------------------------------------------------------------------------------------------------
-
-
-class PositionalConvEmbedding(nn.Module):
-    """``SEWDPositionalConvEmbedding``: grouped conv strided by squeeze_factor (weight norm folded, padding K//2),
-    same-pad trim (drop the last frame for an even K, ``SEWDSamePadLayer``), activation: T'//sf frames for an
-    even K, ceil(T'/sf) for an odd K (the encoder trims to T'//sf). The conv runs with the reference's own
-    padding: an equivalent explicit pad that yields only the kept frames was measured to move results by ~1e-6
-    (oneDNN picks another algorithm), so the reference's shapes are kept for bitwise parity."""
-
-    def __init__(self, cfg: dict):
-        super().__init__()
-        k = cfg["num_conv_pos_embeddings"]
-        self.conv = nn.Conv1d(
-            cfg["hidden_size"], cfg["hidden_size"], kernel_size=k, padding=k // 2,
-            groups=cfg["num_conv_pos_embedding_groups"], stride=cfg["squeeze_factor"],
-        )
-        self.num_pad_remove = 1 if k % 2 == 0 else 0
-        self.activation = Activation(cfg["feat_extract_activation"])
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.conv(x)
-        if self.num_pad_remove:
-            x = x[:, :, : -self.num_pad_remove]
-        return self.activation(x)
 
 
 class DisentangledSelfAttention(nn.Module):
@@ -421,21 +291,11 @@ class _Attention(nn.Module):
         return self.output(self.self(x, mask4, rel_pos, rel_emb), x)
 
 
-class _Intermediate(nn.Module):
-    def __init__(self, cfg: dict):
-        super().__init__()
-        self.dense = nn.Linear(cfg["hidden_size"], cfg["intermediate_size"])
-        self.intermediate_act_fn = Activation(cfg["hidden_act"])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.intermediate_act_fn(self.dense(x))
-
-
 class SEWDLayer(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         self.attention = _Attention(cfg)
-        self.intermediate = _Intermediate(cfg)
+        self.intermediate = Intermediate(cfg)
         self.output = _DenseLayerNorm(cfg["intermediate_size"], cfg["hidden_size"], cfg["layer_norm_eps"])
 
     def forward(self, x, mask4, rel_pos, rel_emb):
@@ -453,7 +313,7 @@ class EncoderConv(nn.Module):
         h = cfg["hidden_size"]
         self.conv = nn.Conv1d(h, h, k, padding=(k - 1) // 2, groups=int(cfg["conv_groups"]))
         self.LayerNorm = nn.LayerNorm(h, cfg["layer_norm_eps"])
-        self.conv_act = Activation(cfg["conv_act"])
+        self.conv_act = Activation(cfg["conv_act"], "conv_act")
 
     def forward(self, hidden_states: Tensor, residual: Tensor, input_mask: Tensor) -> Tensor:
         out = self.conv(hidden_states.permute(0, 2, 1).contiguous()).permute(0, 2, 1).contiguous()
@@ -513,7 +373,7 @@ class Upsampling(nn.Module):
         super().__init__()
         self.squeeze_factor = int(cfg["squeeze_factor"])
         self.projection = nn.Linear(cfg["hidden_size"], cfg["hidden_size"] * self.squeeze_factor)
-        self.activation = Activation(cfg["feat_extract_activation"])
+        self.activation = Activation(cfg["feat_extract_activation"], "feat_extract_activation")
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.activation(self.projection(x))
@@ -530,7 +390,11 @@ class SEWDEncoder(nn.Module):
     def __init__(self, cfg: dict):
         super().__init__()
         self.squeeze_factor = int(cfg["squeeze_factor"])
-        self.pos_conv_embed = PositionalConvEmbedding(cfg)
+        # SEWDPositionalConvEmbedding: wav2vec2's, strided by squeeze_factor: T'//sf frames for an even kernel,
+        # ceil(T'/sf) for an odd one (trimmed to T'//sf below). It runs with the reference's own padding: an
+        # equivalent explicit pad that yields only the kept frames was measured to move results by ~1e-6 (oneDNN
+        # picks another algorithm), so the reference's shapes are kept for bitwise parity.
+        self.pos_conv_embed = PositionalConvEmbedding(cfg, stride=self.squeeze_factor)
         self.pool = nn.AvgPool1d(self.squeeze_factor, self.squeeze_factor)
         self.encoder = SEWDTransformerEncoder(cfg)
         self.upsample = Upsampling(cfg)
@@ -558,14 +422,14 @@ class SEWDEncoder(nn.Module):
 
 
 class SEWDModel(nn.Module):
-    """``SEWDModel`` (base, eval): the classification head holds it under ``sew_d``."""
+    """``SEWDModel`` (base, eval): the classification head (``porting.hf.heads.SEWDForSequenceClassification``)
+    holds it under ``sew_d``."""
 
     def __init__(self, config: dict):
         super().__init__()
         cfg = sewd_config(config)  # idempotent, so a normalised dict may be passed too
         self.config = cfg
-        if cfg["mask_time_prob"] > 0.0 or cfg["mask_feature_prob"] > 0.0:
-            self.masked_spec_embed = nn.Parameter(torch.zeros(cfg["hidden_size"]))  # SpecAugment only; unused
+        self.masked_spec_embed = masked_spec_embed(cfg)
         self.feature_extractor = FeatureEncoder(cfg)
         self.layer_norm = nn.LayerNorm(cfg["conv_dim"][-1], eps=cfg["feature_layer_norm_eps"])
         self.project_features = cfg["conv_dim"][-1] != cfg["hidden_size"]
@@ -575,83 +439,41 @@ class SEWDModel(nn.Module):
         self.encoder = SEWDEncoder(cfg)
 
     @staticmethod
-    def weight_norm_dims(prefix: str = "") -> dict[str, int]:
+    def weight_norm_dims(prefix: str = "", config: dict | None = None) -> dict[str, int]:
         """Weight-normed module prefixes (under ``prefix``, e.g. ``"sew_d"``) -> weight_norm's dim, for
         ``porting.hf.base.fold_weight_norm``: the positional conv, ``weight_norm(conv, dim=2)``
-        (``SEWDPositionalConvEmbedding``), whatever the config."""
-        head = prefix.rstrip(".") + "." if prefix else ""
-        return {head + "encoder.pos_conv_embed.conv": 2}
+        (``SEWDPositionalConvEmbedding``), whatever the config (so ``config`` is not read)."""
+        return weight_norm_dims(prefix)
 
     def frame_mask(self, length: int, attention_mask: Tensor) -> Tensor:
         return feature_vector_mask(length, attention_mask, self.config["conv_kernel"], self.config["conv_stride"])
 
-    def encode_full(self, input_values: Tensor, attention_mask: Tensor | None = None) -> tuple[EncoderOutput, Tensor]:
-        """(EncoderOutput with transformers' hidden_states at T'//sf, last_hidden_state [B, T', H])."""
+    def encode(self, input_values: Tensor, attention_mask: Tensor | None = None) -> EncoderOutput:
+        """transformers' hidden_states at T'//sf; ``last_hidden_state`` set: the upsampled [B, T', H] tensor, which
+        is not ``hidden_states[-1]`` (the pre-upsampling [B, T'//sf, H] one)."""
         features = self.feature_extractor(input_values)
         x = self.layer_norm(features.transpose(1, 2))
         if self.project_features:
             x = self.feature_projection(x)
         mask = None if attention_mask is None else self.frame_mask(x.shape[1], attention_mask)
         states, last = self.encoder(x, mask)
-        return EncoderOutput(features, states, mask), last
+        return EncoderOutput(features, states, mask, last)
 
-    def encode(self, input_values: Tensor, attention_mask: Tensor | None = None) -> EncoderOutput:
-        """NB: ``hidden_states[-1]`` is the pre-upsampling [B, T'//sf, H] tensor, not ``last_hidden_state``."""
-        return self.encode_full(input_values, attention_mask)[0]
+    def encode_full(self, input_values: Tensor, attention_mask: Tensor | None = None) -> tuple[EncoderOutput, Tensor]:
+        """``(encode(...), its last_hidden_state)``."""
+        enc = self.encode(input_values, attention_mask)
+        return enc, enc.last
 
     def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """``last_hidden_state`` [B, T', H]."""
-        return self.encode_full(input_values, attention_mask)[1]
+        return self.encode(input_values, attention_mask).last
 
 
-class SEWDForSequenceClassification(AudioClassifier):
-    """``SEWDForSequenceClassification``: [weighted layer sum] -> projector -> masked mean over frames ->
-    classifier. Its own class rather than ``porting.hf.heads.SequenceClassificationHead``, whose protocol (pool
-    ``hidden_states[-1]`` with ``frame_mask``) does not hold for SEW-D: the unweighted head reads the upsampled
-    last_hidden_state [B, T', H], the weighted one the squeezed hidden_states [B, T'//sf, H] with a mask rebuilt
-    at T'//sf from T'-resolution lengths (module docstring)."""
+def __getattr__(name: str):
+    # The head is the generic one (porting.hf.heads, which imports this module for SEWDModel); importable from
+    # here too, resolved on first access so that neither module imports the other at load time in a cycle.
+    if name == "SEWDForSequenceClassification":
+        from porting.hf.heads import SEWDForSequenceClassification
 
-    base_model_prefix = "sew_d"
-
-    def __init__(self, config: dict):
-        super().__init__()
-        cfg = sewd_config(config)
-        if cfg.get("add_adapter"):
-            raise UnsupportedModelError("SEW-D sequence classification does not support add_adapter=True")
-        self.sew_d = SEWDModel(cfg)
-        self.use_weighted_layer_sum = bool(cfg["use_weighted_layer_sum"])
-        if self.use_weighted_layer_sum:
-            n = cfg["num_hidden_layers"] + 1
-            self.layer_weights = nn.Parameter(torch.ones(n) / n)
-        self.projector = nn.Linear(cfg["hidden_size"], cfg["classifier_proj_size"])
-        self.classifier = nn.Linear(cfg["classifier_proj_size"], cfg["num_labels"])
-
-    @property
-    def base_model(self) -> SEWDModel:
-        return self.sew_d
-
-    @classmethod
-    def weight_norm_dims(cls, config: dict | None = None) -> dict[str, int]:
-        """Full-key prefixes to fold (same call as ``porting.hf.heads._Head.weight_norm_dims``)."""
-        return SEWDModel.weight_norm_dims(cls.base_model_prefix)
-
-    def stages(self, input_values: Tensor, attention_mask: Tensor | None = None) -> dict[str, Tensor]:
-        enc, last = self.sew_d.encode_full(input_values, attention_mask)
-        out = {FEATURES: enc.features}
-        for i, h in enumerate(enc.hidden_states):
-            out[hidden_name(i)] = h
-        if self.use_weighted_layer_sum:
-            h = torch.stack(enc.hidden_states, dim=1)
-            w = torch.softmax(self.layer_weights, dim=-1)
-            h = (h * w.view(-1, 1, 1)).sum(dim=1)
-        else:
-            h = last
-        h = self.projector(h)
-        if attention_mask is None:
-            pooled = h.mean(dim=1)
-        else:
-            m = self.sew_d.frame_mask(h.shape[1], attention_mask)
-            pooled = h.masked_fill(~m.unsqueeze(-1), 0.0).sum(dim=1) / m.sum(dim=1).view(-1, 1)
-        out[POOLED] = pooled
-        out[LOGITS] = self.classifier(pooled)
-        return out
+        return SEWDForSequenceClassification
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

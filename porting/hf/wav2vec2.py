@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from porting.errors import UnsupportedModelError
-from porting.hf.base import EncoderOutput
+from porting.hf.base import EncoderOutput, activation
 
 # Defaults of transformers' Wav2Vec2Config (models/wav2vec2/configuration_wav2vec2.py), the keys the encoder reads.
 WAV2VEC2_DEFAULTS: dict = {
@@ -65,39 +65,9 @@ HUBERT_DEFAULTS: dict = {**WAV2VEC2_DEFAULTS, "feat_proj_layer_norm": True, "con
 # WavLMConfig: relative-position buckets; its stable-LN layers have no attention adapters.
 WAVLM_DEFAULTS: dict = {**WAV2VEC2_DEFAULTS, "num_buckets": 320, "max_bucket_distance": 800}
 
-_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
-
-
-def _gelu_tanh_manual(x: Tensor) -> Tensor:
-    # transformers activations.NewGELUActivation ("gelu_new") spells the tanh approximation out by hand.
-    return 0.5 * x * (1.0 + torch.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
-_ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_python": lambda x: x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0))),
-    "gelu_new": _gelu_tanh_manual,
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "linear": lambda x: x,
-}
-
-
-def activation(name) -> callable:
-    """The function transformers' ``ACT2FN[name]`` computes (the names these models use on the hub)."""
-    fn = _ACTIVATIONS.get(name) if isinstance(name, str) else None
-    if fn is None:
-        raise UnsupportedModelError(f"activation {name!r} is not supported (known: {', '.join(sorted(_ACTIVATIONS))})")
-    return fn
-
-
-def resolve_config(config: dict, defaults: dict) -> dict:
-    """``config`` over ``defaults``, list-valued conv settings as tuples, checked for what the rebuild supports."""
-    cfg = {**defaults, **{k: v for k, v in config.items()}}
+def check_feature_encoder_config(cfg: dict) -> dict:
+    """In place: the CNN feature encoder's settings (``conv_dim``/``conv_stride``/``conv_kernel`` as int tuples of
+    one length, ``feat_extract_norm`` in 'group'/'layer'), which wav2vec2, HuBERT, WavLM and SEW-D read alike."""
     for key in ("conv_dim", "conv_stride", "conv_kernel"):
         cfg[key] = tuple(int(v) for v in cfg[key])
     if not len(cfg["conv_dim"]) == len(cfg["conv_stride"]) == len(cfg["conv_kernel"]):
@@ -106,20 +76,28 @@ def resolve_config(config: dict, defaults: dict) -> dict:
         raise UnsupportedModelError(
             f"feat_extract_norm {cfg['feat_extract_norm']!r} is not supported (transformers knows 'group', 'layer')"
         )
+    return cfg
+
+
+def resolve_config(config: dict, defaults: dict) -> dict:
+    """``config`` over ``defaults``, list-valued conv settings as tuples, checked for what the rebuild supports."""
+    cfg = check_feature_encoder_config({**defaults, **{k: v for k, v in config.items()}})
     if cfg["hidden_size"] % cfg["num_attention_heads"]:
         raise UnsupportedModelError("hidden_size is not divisible by num_attention_heads")
     if cfg.get("add_adapter"):
         raise UnsupportedModelError("add_adapter=True (a post-encoder conv adapter) is not supported")
-    activation(cfg["hidden_act"])
-    activation(cfg["feat_extract_activation"])
+    activation(cfg["hidden_act"], "hidden_act")
+    activation(cfg["feat_extract_activation"], "feat_extract_activation")
     return cfg
 
 
-def num_labels(config: dict) -> int:
-    """transformers ``PretrainedConfig``: ``id2label`` wins over ``num_labels``; neither means 2."""
-    if config.get("id2label"):
-        return len(config["id2label"])
-    return int(config.get("num_labels") or 2)
+def masked_spec_embed(cfg: dict) -> nn.Parameter | None:
+    """The SpecAugment vector transformers keeps whenever ``mask_time_prob > 0`` or ``mask_feature_prob > 0``
+    (``Wav2Vec2Model.__init__``, ``SEWDModel.__init__``; so it is in the state dict of every default-config
+    checkpoint). Unused at eval; kept so strict loading works. None: no such key."""
+    if cfg["mask_time_prob"] > 0.0 or cfg["mask_feature_prob"] > 0.0:
+        return nn.Parameter(torch.zeros(cfg["hidden_size"]))
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -188,7 +166,7 @@ class ConvLayer(nn.Module):
             self.layer_norm = nn.GroupNorm(c_out, c_out, affine=True)
         elif norm == "layer":
             self.layer_norm = nn.LayerNorm(c_out, elementwise_affine=True)
-        self.act = activation(cfg["feat_extract_activation"])
+        self.act = activation(cfg["feat_extract_activation"], "feat_extract_activation")
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv(x)
@@ -238,29 +216,30 @@ class FeatureProjection(nn.Module):
 
 
 class PositionalConvEmbedding(nn.Module):
-    """Grouped conv over time, ``padding = K // 2``; for even ``K`` that yields one frame too many and the last is
-    dropped (transformers ``*SamePadLayer``), then the feature-extract activation. In transformers the conv weight is
-    weight-normed over ``dim=2``; here it is the folded plain weight. HuBERT's ``conv_pos_batch_norm`` variant has a
-    BatchNorm1d before the conv and no weight norm (transformers ``HubertPositionalConvEmbedding``)."""
+    """[B, H, T] -> [B, H, T // stride (+1)]: grouped conv over time, ``padding = K // 2``; for even ``K`` that
+    yields one frame too many and the last is dropped (transformers ``*SamePadLayer``), then the feature-extract
+    activation. In transformers the conv weight is weight-normed over ``dim=2``; here it is the folded plain weight.
+    HuBERT's ``conv_pos_batch_norm`` variant has a BatchNorm1d before the conv and no weight norm (transformers
+    ``HubertPositionalConvEmbedding``); SEW-D's strides the conv by ``squeeze_factor``
+    (``SEWDPositionalConvEmbedding``)."""
 
-    def __init__(self, cfg: dict, batch_norm: bool = False):
+    def __init__(self, cfg: dict, batch_norm: bool = False, stride: int = 1):
         super().__init__()
         h, k = cfg["hidden_size"], cfg["num_conv_pos_embeddings"]
-        self.conv = nn.Conv1d(h, h, k, padding=k // 2, groups=cfg["num_conv_pos_embedding_groups"])
+        self.conv = nn.Conv1d(h, h, k, stride=stride, padding=k // 2, groups=cfg["num_conv_pos_embedding_groups"])
         if batch_norm:
             self.batch_norm = nn.BatchNorm1d(h)
         self.with_batch_norm = batch_norm
         self.drop_last = k % 2 == 0
-        self.act = activation(cfg["feat_extract_activation"])
+        self.act = activation(cfg["feat_extract_activation"], "feat_extract_activation")
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x.transpose(1, 2)
         if self.with_batch_norm:
             x = self.batch_norm(x)
         x = self.conv(x)
         if self.drop_last:
             x = x[:, :, :-1]
-        return self.act(x).transpose(1, 2)
+        return self.act(x)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -359,8 +338,7 @@ class WavLMSelfAttention(SelfAttention):
         b, t = x.shape[0], x.shape[1]
         if position_bias is None:
             position_bias = self.compute_bias(t)
-        per_head = x.view(b, t, self.num_heads, self.head_dim).permute(0, 2, 1, 3)
-        proj = self.gru_rel_pos_linear(per_head).view(b, self.num_heads, t, 2, 4).sum(-1)
+        proj = self.gru_rel_pos_linear(self._heads(x)).view(b, self.num_heads, t, 2, 4).sum(-1)
         gate_a, gate_b = torch.sigmoid(proj).chunk(2, dim=-1)
         gate = gate_a * (gate_b * self.gru_rel_pos_const - 1.0) + 2.0  # [B, H, T, 1]
         bias = gate * position_bias[None]
@@ -374,7 +352,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.intermediate_dense = nn.Linear(cfg["hidden_size"], cfg["intermediate_size"])
         self.output_dense = nn.Linear(cfg["intermediate_size"], cfg["hidden_size"])
-        self.act = activation(cfg["hidden_act"])
+        self.act = activation(cfg["hidden_act"], "hidden_act")
 
     def forward(self, x: Tensor) -> Tensor:
         return self.output_dense(self.act(self.intermediate_dense(x)))
@@ -439,7 +417,7 @@ class Encoder(nn.Module):
         if frame_mask is not None:
             x = torch.where(frame_mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
         key_mask = additive_key_mask(frame_mask, x.dtype)
-        x = x + self.pos_conv_embed(x)
+        x = x + self.pos_conv_embed(x.transpose(1, 2)).transpose(1, 2)
         if not self.stable:
             x = self.layer_norm(x)
         states = []
@@ -477,20 +455,19 @@ class _SpeechEncoder(nn.Module):
         self.config = cfg = resolve_config(config, self.defaults)
         self.feature_extractor = FeatureEncoder(cfg)
         self.feature_projection = self._projection(cfg)
-        # transformers keeps this SpecAugment vector whenever mask_time_prob > 0 or mask_feature_prob > 0 (so it is
-        # in the state dict of every default-config checkpoint); unused at eval, kept so strict loading works.
-        if cfg["mask_time_prob"] > 0.0 or cfg["mask_feature_prob"] > 0.0:
-            self.masked_spec_embed = nn.Parameter(torch.zeros(cfg["hidden_size"]))
-        self.encoder = self._encoder(cfg)
+        self.masked_spec_embed = masked_spec_embed(cfg)
+        self.encoder = Encoder(cfg, self._layers(cfg), pos_batch_norm=self._pos_batch_norm(cfg))
 
     def _projection(self, cfg: dict) -> nn.Module:
         return FeatureProjection(cfg)
 
-    def _encoder(self, cfg: dict) -> nn.Module:
+    def _layers(self, cfg: dict) -> list[nn.Module]:
         stable = bool(cfg["do_stable_layer_norm"])
         adapter = stable and cfg.get("adapter_attn_dim") is not None
-        layers = [EncoderLayer(cfg, SelfAttention(cfg), stable, adapter) for _ in range(cfg["num_hidden_layers"])]
-        return Encoder(cfg, layers)
+        return [EncoderLayer(cfg, SelfAttention(cfg), stable, adapter) for _ in range(cfg["num_hidden_layers"])]
+
+    def _pos_batch_norm(self, cfg: dict) -> bool:
+        return False
 
     @staticmethod
     def output_lengths(input_lengths, config: dict):
@@ -513,7 +490,7 @@ class _SpeechEncoder(nn.Module):
 
     def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """``last_hidden_state``."""
-        return self.encode(input_values, attention_mask).hidden_states[-1]
+        return self.encode(input_values, attention_mask).last
 
 
 class Wav2Vec2Model(_SpeechEncoder):
@@ -529,11 +506,8 @@ class HubertModel(_SpeechEncoder):
     def _projection(self, cfg: dict) -> nn.Module:
         return FeatureProjection(cfg, with_layer_norm=bool(cfg["feat_proj_layer_norm"]))
 
-    def _encoder(self, cfg: dict) -> nn.Module:
-        stable = bool(cfg["do_stable_layer_norm"])
-        adapter = stable and cfg.get("adapter_attn_dim") is not None
-        layers = [EncoderLayer(cfg, SelfAttention(cfg), stable, adapter) for _ in range(cfg["num_hidden_layers"])]
-        return Encoder(cfg, layers, pos_batch_norm=bool(cfg["conv_pos_batch_norm"]))
+    def _pos_batch_norm(self, cfg: dict) -> bool:
+        return bool(cfg["conv_pos_batch_norm"])
 
 
 class WavLMModel(_SpeechEncoder):
@@ -541,13 +515,12 @@ class WavLMModel(_SpeechEncoder):
 
     defaults = WAVLM_DEFAULTS
 
-    def _encoder(self, cfg: dict) -> nn.Module:
+    def _layers(self, cfg: dict) -> list[nn.Module]:
         stable = bool(cfg["do_stable_layer_norm"])
-        layers = [
+        return [
             EncoderLayer(cfg, WavLMSelfAttention(cfg, has_relative_position_bias=(i == 0)), stable)
             for i in range(cfg["num_hidden_layers"])
         ]
-        return Encoder(cfg, layers)
 
 
 BASE_MODELS = {"wav2vec2": Wav2Vec2Model, "hubert": HubertModel, "wavlm": WavLMModel}
