@@ -10,12 +10,50 @@ from typing import List, Optional
 import typer
 
 from .errors import PortingError
+from .outputs import cli_spelling
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Verifiable porting of audio classifiers (fastai learners, Hugging Face audio models) to plain torch.",
 )
+
+#: Library parameter -> this CLI's flag: errors raised while a command runs name the flag (porting.outputs.spell).
+FLAGS = {
+    "out": "--out", "overwrite": "--force", "exports": "--export", "golden": "--golden", "model": "--model",
+    "json_out": "--json", "csv_out": "--csv", "report": "--report", "device": "--device", "backend": "--backend",
+    "batch_size": "--batch-size", "threshold": "--threshold", "positive": "--positive", "window_s": "--window-s",
+    "hop_s": "--hop-s", "fbank_backend": "--fbank-backend",
+}
+
+
+def _package_version() -> str:
+    """porting's version without importing the package's modules: the installed metadata, else the source."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("porting")
+    except (ImportError, PackageNotFoundError):
+        import re
+
+        text = (Path(__file__).resolve().parent / "__init__.py").read_text(encoding="utf-8")
+        m = re.search(r"^__version__\s*=\s*[\"']([^\"']+)[\"']", text, re.M)
+        return m.group(1) if m else "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"porting {_package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    ctx: typer.Context,
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print porting's version and exit"),
+) -> None:
+    ctx.with_resource(cli_spelling(FLAGS))
 
 
 def _fail(err: Exception) -> None:
@@ -51,7 +89,9 @@ def convert(
     from .convert import convert as do_convert, failed_artifacts_message, format_summary
     from .errors import ExportError
     from .export import format_parity, parse_formats
+    from .outputs import check_output_dir
 
+    _run(check_output_dir, out, "out", exists_ok=force, replace=True)
     formats = _run(parse_formats, export)
     summary = _run(do_convert, model, out, overwrite=force, exports=formats, golden=golden,
                    log=lambda msg: typer.echo(msg, err=True), strict=False)
@@ -83,8 +123,11 @@ def inspect(
 def detect(
     audio: List[Path] = typer.Argument(..., help="recordings: WAV for OrcaHello (2-s windows, 1-s hop); WAV, FLAC or OGG for HF models"),
     model: Path = typer.Option(..., "--model", "-m", help="converted model DIR (from `port convert`), a learner .pkl, or an HF model folder"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write per-window and per-second results as JSON here"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write everything as JSON here: per-window outputs, events, and (OrcaHello) the legacy per-second table"),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="write a CSV here: OrcaHello, one row per event (file, start_s, end_s, duration_s, peak_confidence, peak_s, mean_confidence, n_intervals); HF models, one row per window (file, start_s, end_s, partial, label, prob_<label>...)"),
+    threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="a second (HF: a window) is in an event when its confidence is > this; OrcaHello's per-second calls use it too (legacy: 0.5)"),
+    positive: Optional[str] = typer.Option(None, "--positive", help="HF models: the label whose probability makes events (default: no events, per-window rows only)"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="windows per forward pass (default 32; HF models 16)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
     backend: str = typer.Option("auto", "--backend", help="torch; onnx: the verified ONNX model of a converted DIR in onnxruntime (frontend stays torch); auto: onnx when it passed verification and runs on CPU, else torch"),
@@ -94,26 +137,48 @@ def detect(
 ):
     """Run a converted classifier on recordings without its original stack.
 
-    OrcaHello learners: per-window confidences and the per-second table (each interior second = mean of the two
-    windows covering it), as production computed them. Hugging Face models (an HF folder or its `port convert`
+    OrcaHello learners: per-window confidences, the per-second table (each interior second = mean of the two
+    windows covering it) as production computed them, and events: the stretches of seconds above --threshold,
+    each with its start, end, peak and mean confidence. Hugging Face models (an HF folder or its `port convert`
     output): per-window logits and probabilities in config.id2label order, windows starting every --hop-s of
-    exactly --window-s at the feature extractor's rate (a shorter tail is scored alone and marked partial)."""
-    from .detect import FileError, load_detector, run_many
-    from .summary import format_detection
+    exactly --window-s at the feature extractor's rate (a shorter tail is scored alone and marked partial);
+    events of one label with --positive. Each file is reported as it finishes: its results on stdout, or its
+    error on stderr (the others go on; exit 1 if any failed)."""
+    from .detect import FileError, check_backend, check_device, check_positive, load_detector, run_many
+    from .outputs import check_output_files, write_text_atomic
+    from .summary import detection_csv, detection_payload, format_file, plural
 
+    _run(check_output_files, json_out=json_out, csv_out=csv_out)
+    _run(check_device, device)
+    _run(check_backend, backend)
     det = _run(load_detector, model, device=device, batch_size=batch_size, backend=backend, window_s=window_s,
-               hop_s=hop_s, fbank_backend=fbank_backend)
+               hop_s=hop_s, fbank_backend=fbank_backend, threshold=threshold)
+    positive = _run(check_positive, det, positive)
     typer.echo(f"model {model}: backend {det.backend}, device {det.device}, batch size {det.batch_size}", err=True)
-    results = run_many(det, audio, progress=progress)
-    typer.echo(format_detection(results, det.aggregate_cfg.threshold if det.aggregate_cfg is not None else None))
+
+    notes: list[list[str]] = []
+
+    def show(result, warnings: list[str]) -> None:  # as each file finishes: results on stdout, problems on stderr
+        notes.append(warnings)
+        for text in warnings:
+            typer.echo(f"warning: {text}", err=True)
+        if isinstance(result, FileError):
+            typer.echo(f"error: {result.message()}", err=True)
+        else:
+            typer.echo(format_file(result, threshold, positive))
+
+    results = run_many(det, audio, progress=progress, on_file=show)
     if json_out is not None:
-        payload = {"model": {**det.config.get("source", {}), "backend": det.backend}, "files": [r.to_dict() for r in results]}
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=1) + "\n")
+        payload = detection_payload(det, results, threshold, positive, notes)
+        _run(write_text_atomic, json_out, json.dumps(payload, indent=1) + "\n", "json_out")
         typer.echo(f"wrote {json_out}")
+    if csv_out is not None:
+        _run(write_text_atomic, csv_out, detection_csv(det, results, threshold, positive), "csv_out")
+        typer.echo(f"wrote {csv_out}")
     failed = [r for r in results if isinstance(r, FileError)]
-    for r in failed:
-        typer.echo(f"error: {r.message()}", err=True)
+    if failed and len(results) > 1:
+        typer.echo(f"{len(failed)} of {plural(len(results), 'recording')} failed: {', '.join(str(r.path) for r in failed)}",
+                   err=True)
     if failed:
         raise typer.Exit(1)
 
@@ -129,10 +194,11 @@ def golden_verify(
     """Check every file of DIRECTORY against MANIFEST.json (sha256 and size): missing, extra and changed
     files, and cases whose model/audio no longer match. Exit 1 with the list when anything differs."""
     from .golden import verify_store
+    from .summary import plural
 
     result = _run(verify_store, directory)
     if result.ok:
-        typer.echo(f"ok: {result.n_files} files, {result.n_bytes:,} bytes match {directory / 'MANIFEST.json'}")
+        typer.echo(f"ok: {plural(result.n_files, 'file')}, {result.n_bytes:,} bytes match {directory / 'MANIFEST.json'}")
         return
     for line in result.problems():
         typer.echo(line)
@@ -146,7 +212,7 @@ def golden_verify(
 def parity(
     golden: Path = typer.Option(Path("golden"), "--golden", "-g", help="golden/cases/<case>.json or a golden store (every case); golden/hf for the Hugging Face family"),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="converted DIR or .pkl (default: each case's own model in golden/models)"),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda (TF32 disabled)"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N (TF32 disabled)"),
     report: Optional[Path] = typer.Option(None, "--report", help="write OUT/report.md and PNGs here"),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="windows per forward pass for all.*"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write every stage's statistics as JSON"),
@@ -157,14 +223,19 @@ def parity(
     Strict tier (1e-5 on every stage) against a capture made on a machine with this machine's numerics
     fingerprint; portable tier (A bitwise, FFT stages by the derived error model) against the others;
     confidences within 1e-5 and decisions exact in both. Exit 1 if any stage fails."""
+    from .detect import check_device
+    from .outputs import check_output_dir, check_output_file, write_text_atomic
     from .parity.report import format_table, write_report
     from .parity.run import reports_json, run_parity
 
+    if report is not None:
+        _run(check_output_dir, report, "report", exists_ok=True)
+    if json_out is not None:
+        _run(check_output_file, json_out, "json_out")
+    device = _run(check_device, device)
     if device.startswith("cuda"):
         import torch
 
-        if not torch.cuda.is_available():
-            _fail(PortingError(f"--device {device}: no CUDA device on this machine; use --device cpu"))
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
     runs = _run(run_parity, golden, model, device, batch_size, lambda name: typer.echo(f"checking {name} ...", err=True),
@@ -173,8 +244,8 @@ def parity(
     if report is not None:
         typer.echo(f"wrote {_run(write_report, runs, report)}")
     if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(reports_json(runs) + "\n")
+        _run(write_text_atomic, json_out, reports_json(runs) + "\n", "json_out")
+        typer.echo(f"wrote {json_out}")
     failed = [r.report for r in runs if not r.report.passed]
     if failed:
         for r in failed:

@@ -22,6 +22,7 @@ from .frontend.config import FrontendConfig
 from .layers import build_model, build_module
 from .learner import LearnerSpec, read_learner
 from .learner.spec import ModuleNode
+from .outputs import check_output_dir, spell
 
 CONFIG_FORMAT = "porting.model/1"
 WEIGHTS_NAME = "model.safetensors"
@@ -63,7 +64,8 @@ def _write_atomically(out: Path, overwrite: bool, fill) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`; only the final rename makes `out` appear
     except OSError as exc:
-        raise ExportError(f"{out}: cannot create parent directory {parent} ({exc.strerror}); choose another --out") from exc
+        raise ExportError(f"{out}: cannot create parent directory {parent} ({exc.strerror}); choose another "
+                          f"{spell('out')}") from exc
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the result should look like any new directory
@@ -89,20 +91,34 @@ def _write_model(tmp: Path, state: dict, config: dict, sha256: str) -> None:
         os.chmod(tmp / f, 0o644)
 
 
-def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports: list[str] | None = None,
+def _formats(exports) -> list[str] | None:
+    """``exports`` as ``port convert --export`` takes it: "all" (every format whose runtime is installed),
+    "none", a comma list or a list of names; None: no export step at all (weights and config.json only)."""
+    if exports is None:
+        return None
+    from .export import parse_formats
+
+    if isinstance(exports, str):
+        return parse_formats(exports)
+    return list(exports)
+
+
+def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports: str | list[str] | None = "all",
             golden: str | Path | None = None, log=None, strict: bool = True) -> dict:
     """Read ``model`` without executing it, rebuild and check the network, write ``out`` atomically.
 
-    ``model`` is a learner pickle or a Hugging Face model folder (``porting.hf``). ``exports`` (formats of
-    ``porting.export``; None = none) are written and verified into the same temp dir, so they appear atomically
-    too; ``golden`` adds the golden cases of this pickle to the checks.
+    ``model`` is a learner pickle or a Hugging Face model folder (``porting.hf``). ``exports``: what
+    ``port convert --export`` takes, with the same default (``"all"``: every format whose runtime is installed;
+    ``"none"`` or ``[]``: no artifact, but parity.json and the model card; ``None``: weights and config.json
+    only); they are written and verified into the same temp dir, so they appear atomically too; ``golden`` adds
+    the golden cases of this model to the checks. ``out`` must not exist unless ``overwrite``.
     Returns a summary dict (see ``format_summary``; ``exports`` holds parity.json). Raises typed ``PortingError``s;
     when an artifact misses the parity contract, ``out`` is still written (the artifact marked FAILED in
     parity.json) and ``ExportError`` is raised, unless ``strict=False`` (then check ``summary["exports"]["passed"]``).
     """
     model, out = Path(model), Path(out)
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out}: already exists; choose another --out or pass --force to replace it")
+    check_output_dir(out, "out", exists_ok=overwrite, replace=True)  # before reading anything
+    exports = _formats(exports)
     from .hf.folder import is_hf_folder
 
     if model.is_dir() and is_hf_folder(model):
@@ -179,9 +195,14 @@ def _convert_hf(model: Path, out: Path, overwrite: bool, exports, log, strict: b
     return summary
 
 
+def _n(count: int, word: str) -> str:
+    """``1 module``, ``2 modules``, ``1,234 parameters``."""
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
 def failed_artifacts_message(out: Path, parity: dict) -> str:
     bad = [name for name, art in parity["artifacts"].items() if not art["passed"]]
-    return (f"{Path(out) / 'parity.json'}: {len(bad)} artifact(s) failed verification by the parity contract: "
+    return (f"{Path(out) / 'parity.json'}: {_n(len(bad), 'artifact')} failed verification by the parity contract: "
             f"{', '.join(bad)}; do not deploy them (numbers in parity.json)")
 
 
@@ -190,13 +211,23 @@ def format_summary(summary: dict) -> str:
     return "\n".join(
         [
             f"converted {summary['source']} ({summary['kind']}, {summary['container']}) -> {summary['out']}",
-            f"  {summary['modules']} modules, {summary['tensors']} tensors, {summary['parameters']:,} parameters, "
-            f"{summary['bytes']:,} bytes",
+            f"  {_n(summary['modules'], 'module')}, {_n(summary['tensors'], 'tensor')}, "
+            f"{_n(summary['parameters'], 'parameter')}, {_n(summary['bytes'], 'byte')}",
             f"  classes {summary['classes']}, positive index {summary['positive_index']}",
             f"  normalize {summary['normalize']}, activation {summary['activation']}",
-            f"  {summary['stubbed']} pickle globals kept as inert records (nothing executed)",
+            f"  {_n(summary['stubbed'], 'pickle global')} kept as inert records (nothing executed)",
         ]
     )
+
+
+def _why(exc: BaseException, path: Path) -> str:
+    """An exception's reason without the path it repeats (the message names the file already)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for form in (repr(str(path)), str(path)):
+        text = text.replace(form, "the file")
+    return text.removesuffix(": the file")
 
 
 def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
@@ -206,7 +237,8 @@ def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
     try:
         config = json.loads((path / CONFIG_NAME).read_text())
     except (OSError, ValueError) as exc:
-        raise MalformedModelError(f"{path / CONFIG_NAME}: cannot read ({exc}); re-run `port convert`") from exc
+        raise MalformedModelError(f"{path / CONFIG_NAME}: cannot read ({_why(exc, path / CONFIG_NAME)}); "
+                                  "re-run `port convert`") from exc
     if config.get("format") == CONFIG_FORMAT and config.get("family") == "hf":
         from .hf.model import load_converted
 
@@ -216,7 +248,8 @@ def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
     try:
         state = load_file(str(path / WEIGHTS_NAME))
     except Exception as exc:  # safetensors raises its own error types
-        raise MalformedModelError(f"{path / WEIGHTS_NAME}: cannot read ({exc}); re-run `port convert`") from exc
+        raise MalformedModelError(f"{path / WEIGHTS_NAME}: cannot read ({_why(exc, path / WEIGHTS_NAME)}); "
+                                  "re-run `port convert`") from exc
     order = list(config.get("state_dict", {}).keys()) or sorted(state)
     if set(order) != set(state):
         raise MalformedModelError(f"{path / WEIGHTS_NAME}: tensors do not match config.json; re-run `port convert`")

@@ -7,6 +7,8 @@ a batch of windows, so memory is bounded by ``batch_size`` whatever the recordin
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -15,6 +17,9 @@ import torch
 
 from .aggregate import Aggregate, AggregateConfig, aggregate
 from .errors import PortingError, UnsupportedModelError
+from .events import Event, second_events
+from .frontend.stream import TruncatedAudioWarning
+from .outputs import spell
 from .frontend.config import FrontendConfig
 from .frontend.decode import AudioInfo, probe
 from .frontend.windows import iter_windows, plan_windows
@@ -73,18 +78,61 @@ def _onnx_usable(model_path: Path, device: torch.device) -> bool:
             and _onnx_file(model_path, require_verified=True) is not None)
 
 
+#: Warnings about a recording itself, reported with that file (the CLI prints them as it finishes the file).
+FILE_WARNINGS = (TruncatedAudioWarning,)
+DEVICES = "cpu, cuda or cuda:N"
+BACKENDS = ("auto", "torch", "onnx")
+
+
+def check_device(device) -> str:
+    """``device`` as a torch device string, if it names one this machine has; one-line error otherwise.
+
+    Checked before torch parses it (``torch.device("tpu")`` raises a long RuntimeError listing every backend
+    torch knows, most of which porting never runs on).
+    """
+    text = str(device).strip()
+    m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", text)
+    if m is None or (m.group(1) == "cpu" and m.group(2) not in (None, "0")):
+        raise UnsupportedModelError(f"{spell('device', device)}: unknown device; use {DEVICES}")
+    if m.group(1) == "cuda":
+        if not torch.cuda.is_available():
+            raise UnsupportedModelError(f"{spell('device', device)}: no CUDA device on this machine; "
+                                        f"use {spell('device', 'cpu')}")
+        n = torch.cuda.device_count()
+        if m.group(2) is not None and int(m.group(2)) >= n:
+            raise UnsupportedModelError(f"{spell('device', device)}: this machine has {n} CUDA device"
+                                        f"{'s' if n != 1 else ''} (cuda:0 to cuda:{n - 1}); use one of them")
+    return text
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise UnsupportedModelError(f"{spell('backend', backend)}: unknown backend; use {', '.join(BACKENDS)}")
+    return backend
+
+
+def check_threshold(threshold) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise UnsupportedModelError(f"{spell('threshold', threshold)}: the threshold is a probability; "
+                                    "use a number in [0, 1] (legacy: 0.5)")
+    return float(threshold)
+
+
 @dataclass
 class FileResult:
-    """What one recording gave: per-window outputs plus the legacy per-second table."""
+    """What one recording gave: per-window outputs, the legacy per-second table and its events."""
 
     path: Path
     logits: torch.Tensor  # [W, K] float32
     probs: torch.Tensor  # [W, K] float32
     confidence: torch.Tensor  # [W] float32
     table: Aggregate
+    events: list[Event] = field(default_factory=list)  # porting.events.second_events of the table
+    threshold: float = 0.5
 
     def to_dict(self) -> dict:
-        d = {"file": str(self.path), "n_windows": int(self.confidence.numel())}
+        d = {"file": str(self.path), "n_windows": int(self.confidence.numel()), "threshold": self.threshold,
+             "events": [e.to_dict() for e in self.events]}
         d.update(self.table.to_dict())
         for row, logits, probs in zip(d["windows"], self.logits.tolist(), self.probs.tolist()):
             row["logits"] = logits
@@ -98,9 +146,17 @@ class FileError:
     error: PortingError
 
     def message(self) -> str:
-        """One line naming the file once: the error's own text when it already names it, else ``path: text``."""
+        """One line naming the file once, by the path it was given as: ``path: what is wrong; what to do``."""
         text = str(self.error)
-        return text if str(self.path) in text or text.startswith(f"{self.path.name}:") else f"{self.path}: {text}"
+        name = f"{self.path.name}: "
+        if text.startswith(name) and not text.startswith(f"{self.path}: "):
+            text = text[len(name):]  # named by its bare name (the legacy wav_filename): use the path given
+        return text if str(self.path) in text else f"{self.path}: {text}"
+
+    def reason(self) -> str:
+        """``message()`` without the leading path: what is wrong and what to do."""
+        text = self.message()
+        return text[len(f"{self.path}: "):] if text.startswith(f"{self.path}: ") else text
 
     def to_dict(self) -> dict:
         return {"file": str(self.path), "error": {"type": type(self.error).__name__, "message": str(self.error)}}
@@ -128,9 +184,8 @@ class Detector:
         the model (``porting.padfold.fold_pad``) whenever the model allows it."""
         from .convert import load_model
 
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UnsupportedModelError(f"--device {device}: no CUDA device on this machine; use --device cpu")
+        device = torch.device(check_device(device))
+        check_backend(backend)
         if backend == "auto":
             backend = "onnx" if _onnx_usable(Path(model_path), device) else "torch"
         if backend == "onnx":
@@ -141,7 +196,7 @@ class Detector:
             chosen = _onnx_file(path, require_verified=False) if path.is_dir() else None
             if chosen is not None and chosen.name in failed:
                 raise UnsupportedModelError(f"{chosen}: failed this model's verification (parity.json); "
-                                            "re-run `port convert` or use --backend torch")
+                                            f"re-run `port convert` or use {spell('backend', 'torch')}")
             model, config = load_onnx_model(model_path, chosen.name if chosen is not None else MODEL_FILE)
             name = chosen.name if chosen is not None else MODEL_FILE
             folded = name == DETECTOR_FILE
@@ -149,8 +204,6 @@ class Detector:
             model, config = load_model(model_path, device=device)
             twin = fold_pad(model, config)
             model, folded = (model, False) if twin is None else (twin, True)
-        else:
-            raise UnsupportedModelError(f"--backend {backend}: unknown backend; use auto, torch or onnx")
         det = cls(model=model, config=config, device=device, backend=backend, folded=folded, **kw)
         _fixed_mmap_threshold()
         det.positive_index  # fail at load time, not after decoding the first file
@@ -208,30 +261,86 @@ class Detector:
         logits_t, probs_t = torch.cat(logits), torch.cat(probs)
         conf = probs_t[:, self.positive_index].contiguous()
         table = aggregate(conf.numpy(), Path(path).name, self.aggregate_cfg)
-        return FileResult(Path(path), logits_t, probs_t, conf, table)
+        threshold = self.aggregate_cfg.threshold
+        return FileResult(Path(path), logits_t, probs_t, conf, table, second_events(table.submission, threshold),
+                          threshold)
 
     def n_windows(self, path: str | Path) -> int:
         return len(plan_windows(probe(path).duration_s, self.frontend.windows))
 
 
-def run_many(det: Detector, paths: Iterable[str | Path], progress: bool = False) -> list[FileResult | FileError]:
+_REISSUED: dict = {}  # warnings.warn_explicit's registry for what run_many passes on (each shown once, as usual)
+
+
+def _recorded(caught: list) -> list:
+    """Warnings caught while reading one file, each text once, in order."""
+    seen, out = set(), []
+    for w in caught:
+        key = (w.category, str(w.message))
+        if key not in seen:
+            seen.add(key)
+            out.append(w)
+    return out
+
+
+def run_many(det, paths: Iterable[str | Path], progress: bool = False,
+             on_file: Callable[[object, list[str]], None] | None = None) -> list:
     """Run ``det`` on each path; a bad file gives a ``FileError`` and the others still run.
 
-    With ``progress``, a tqdm bar on stderr counts windows (and shows windows/s) across all files.
+    Every file's window count is read from its header first (a file that fails there counts 0), so the
+    progress bar (``progress``: tqdm on stderr, windows and windows/s) starts at ``0/N`` and ends at ``N/N``;
+    a file that fails midway advances it by the windows it did not score. ``on_file(result, warnings)`` is
+    called as each file finishes, with the texts of the warnings about that file (``FILE_WARNINGS``, e.g. a
+    truncated WAV), while the bar is cleared from the terminal; without ``on_file`` those warnings reach the
+    caller as ordinary warnings. Returns the results in the order of ``paths``.
     """
     from tqdm import tqdm
 
     paths = [Path(p) for p in paths]
-    out: list[FileResult | FileError] = []
-    with tqdm(total=0, unit="win", disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for p in paths:
-            bar.set_description(p.name)
+    plans: list[int | PortingError] = []
+    caught: list[list] = []
+    for p in paths:
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
             try:
-                bar.total += det.n_windows(p)
-                bar.refresh()
-                out.append(det.run(p, on_batch=bar.update))
+                plans.append(int(det.n_windows(p)))
             except PortingError as err:
-                out.append(FileError(p, err))
+                plans.append(err)
+        caught.append(rec)
+    total = sum(n for n in plans if isinstance(n, int))
+    out: list = []
+    with tqdm(total=total, unit="win", disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        for p, plan, early in zip(paths, plans, caught):
+            bar.set_description(p.name)
+            done = 0
+
+            def step(n: int) -> None:
+                nonlocal done
+                done += n
+                bar.update(n)
+
+            with warnings.catch_warnings(record=True) as late:
+                warnings.simplefilter("always")
+                if isinstance(plan, PortingError):
+                    res = FileError(p, plan)
+                else:
+                    try:
+                        res = det.run(p, on_batch=step)
+                    except PortingError as err:
+                        res = FileError(p, err)
+            if isinstance(plan, int) and done < plan:
+                bar.update(plan - done)
+            out.append(res)
+            mine = []
+            for w in _recorded(early + late):
+                if on_file is not None and issubclass(w.category, FILE_WARNINGS):
+                    mine.append(str(w.message))
+                else:
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, registry=_REISSUED,
+                                           source=w.source)
+            if on_file is not None:
+                with tqdm.external_write_mode():
+                    on_file(res, mine)
     return out
 
 
@@ -253,18 +362,41 @@ def is_hf_model(model_path: str | Path) -> bool:
 
 
 def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int | None = None, backend: str = "auto",
-                  window_s: float | None = None, hop_s: float | None = None, fbank_backend: str | None = None):
+                  window_s: float | None = None, hop_s: float | None = None, fbank_backend: str | None = None,
+                  threshold: float = 0.5):
     """The detector for ``model_path``: ``porting.hf.detect.HFDetector`` for the HF family (windows of
-    ``window_s``/``hop_s``), else the OrcaHello ``Detector`` (its windows are fixed: 2 s, hop 1 s)."""
+    ``window_s``/``hop_s``), else the OrcaHello ``Detector`` (its windows are fixed: 2 s, hop 1 s; ``threshold``
+    decides its per-second calls and events, legacy's 0.5 by default)."""
+    device = check_device(device)
+    check_backend(backend)
+    threshold = check_threshold(threshold)
     if is_hf_model(model_path):
         from .hf.detect import HFDetector
 
         return HFDetector.load(model_path, device=device, backend=backend, window_s=window_s, hop_s=hop_s,
                                fbank_backend=fbank_backend, batch_size=batch_size or 16)
-    if window_s is not None or hop_s is not None or fbank_backend is not None:
-        raise UnsupportedModelError("--window-s/--hop-s/--fbank-backend: the OrcaHello detector's frontend is fixed "
-                                    "(2-s windows, hop 1 s, golden/README.md §1-§3); drop the options")
-    return Detector.load(model_path, device=device, batch_size=batch_size or 32, backend=backend)
+    given = [spell(n) for n, v in (("window_s", window_s), ("hop_s", hop_s), ("fbank_backend", fbank_backend))
+             if v is not None]
+    if given:
+        raise UnsupportedModelError(f"{'/'.join(given)}: the OrcaHello detector's frontend is fixed (2-s windows, "
+                                    "hop 1 s, golden/README.md §1-§3); drop the option" + ("s" if len(given) > 1 else ""))
+    return Detector.load(model_path, device=device, batch_size=batch_size or 32, backend=backend,
+                         aggregate_cfg=AggregateConfig(threshold=threshold))
+
+
+def check_positive(det, positive: str | None) -> str | None:
+    """The label whose events to report: HF models need one named (``positive``), OrcaHello has its own."""
+    classes = list(det.config.get("classes") or [])
+    if getattr(det, "aggregate_cfg", None) is not None:  # OrcaHello: the config's positive class, fixed
+        own = classes[det.positive_index] if classes else None
+        if positive is not None and positive != own:
+            raise UnsupportedModelError(f"{spell('positive', positive)}: this OrcaHello model scores its positive "
+                                        f"class {own!r} (config.json positive_index); drop the option")
+        return own
+    if positive is not None and positive not in det.graph.classes:
+        raise UnsupportedModelError(f"{spell('positive', positive)}: not a label of this model; use one of "
+                                    f"{', '.join(det.graph.classes)}")
+    return positive
 
 
 def detect(
@@ -272,11 +404,20 @@ def detect(
     model: str | Path | Detector,
     *,
     device: str = "cpu",
-    batch_size: int = 32,
-) -> list[FileResult | FileError]:
-    """Run the detector on one or many recordings; a bad file gives a ``FileError``, the rest go on."""
-    det = model if not isinstance(model, (str, Path)) else load_detector(model, device=device, batch_size=batch_size,
-                                                                        backend="torch")
+    batch_size: int | None = None,
+    backend: str = "auto",
+    threshold: float = 0.5,
+    window_s: float | None = None,
+    hop_s: float | None = None,
+    fbank_backend: str | None = None,
+    progress: bool = False,
+) -> list:
+    """Run the detector on one or many recordings, with ``port detect``'s defaults; a bad file gives a
+    ``FileError``, the rest go on. ``model`` is a path (loaded by ``load_detector``) or a loaded detector
+    (then the other options but ``progress`` are its own)."""
+    det = model if not isinstance(model, (str, Path)) else load_detector(
+        model, device=device, batch_size=batch_size, backend=backend, window_s=window_s, hop_s=hop_s,
+        fbank_backend=fbank_backend, threshold=threshold)
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    return run_many(det, paths)
+    return run_many(det, paths, progress=progress)

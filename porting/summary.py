@@ -1,24 +1,133 @@
-"""Plain-text summaries for the terminal (the CLI prints these; no logic lives in cli.py)."""
+"""What `port detect` shows and writes: terminal lines, the JSON payload and the CSV tables (the CLI prints and
+writes these; no logic lives in cli.py).
+
+Terminal: one line per file as it finishes (``format_file``), then its events, at most ``MAX_EVENT_LINES``
+(all of them are in the JSON and the CSV). A failed file's line carries its reason.
+
+CSV (``--csv``), read as is by a spreadsheet or ``pandas.read_csv``: a header row, comma separated, UTF-8,
+floats written so they read back exactly.
+
+* OrcaHello models: one row per event (``porting.events.EVENT_COLUMNS``: file, start_s, end_s, duration_s,
+  peak_confidence, peak_s, mean_confidence, n_intervals); a file without events, or that failed, has no row.
+* HF models: one row per window: file, start_s, end_s, partial, label (the top label), then ``prob_<label>`` for
+  each class in ``config.id2label`` order.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
 
-def format_detection(results, threshold: float = 0.5) -> str:
-    """One block per file: windows, seconds above threshold, the global call, per-second confidences."""
+from .events import EVENT_COLUMNS, Event, window_events
+
+MAX_EVENT_LINES = 20
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 window``, ``2 windows``, ``0 events``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+def _is_hf(result) -> bool:
+    return not hasattr(result, "table")
+
+
+def _failed(result) -> bool:
     from .detect import FileError
 
-    lines = []
-    for r in results:
-        if isinstance(r, FileError):
-            lines.append(f"{r.path}: FAILED ({type(r.error).__name__})")
-            continue
-        if not hasattr(r, "table"):  # the HF family: multi-class rows, no per-second table
-            lines.append(r.summary_line())
-            continue
-        t = r.table
-        lines.append(
-            f"{r.path}: {len(r.confidence)} windows, {sum(t.local_predictions)}/{len(t.submission)} seconds "
-            f"> {threshold}, global_prediction={t.global_prediction}, global_confidence={t.global_confidence:.6f}"
-        )
-        lines.append("  per-second confidence: " + " ".join(f"{row['confidence']:.3f}" for row in t.submission))
+    return isinstance(result, FileError)
+
+
+def file_events(result, threshold: float, positive: str | None) -> list[Event] | None:
+    """The events of one result (None: not defined, i.e. an HF result without ``positive``, or a failure)."""
+    if _failed(result):
+        return None
+    if not _is_hf(result):
+        return list(result.events)
+    return None if positive is None else window_events(result, positive, threshold)
+
+
+def _event_line(e: Event) -> str:
+    return (f"  {e.start_s:g}-{e.end_s:g} s ({e.duration_s:g} s): peak {e.peak:.3f} at {e.peak_s:g} s, "
+            f"mean {e.mean:.3f}")
+
+
+def format_file(result, threshold: float = 0.5, positive: str | None = None) -> str:
+    """The lines for one finished file: a summary, then its events (or the reason it failed)."""
+    if _failed(result):
+        return f"{result.path}: FAILED ({type(result.error).__name__}): {result.reason()}"
+    events = file_events(result, threshold, positive)
+    if _is_hf(result):
+        head = result.summary_line()
+        if events is None:
+            return head
+        above = f"{positive} > {threshold:g}"
+    else:
+        t = result.table
+        n_above, n_rows = sum(t.local_predictions), len(t.submission)
+        head = (f"{result.path}: {plural(len(result.confidence), 'window')}, {n_above}/{plural(n_rows, 'second')} "
+                f"> {threshold:g}, global_prediction={t.global_prediction}, "
+                f"global_confidence={t.global_confidence:.6f}")
+        above = f"> {threshold:g}"
+    lines = [f"{head}; {plural(len(events), 'event')} {above}" + (":" if events else "")]
+    lines += [_event_line(e) for e in events[:MAX_EVENT_LINES]]
+    if len(events) > MAX_EVENT_LINES:
+        lines.append(f"  ... {plural(len(events) - MAX_EVENT_LINES, 'more event')} (all of them in the JSON/CSV)")
     return "\n".join(lines)
+
+
+def format_detection(results, threshold: float = 0.5, positive: str | None = None) -> str:
+    """``format_file`` for every result, in order."""
+    return "\n".join(format_file(r, threshold, positive) for r in results)
+
+
+def detection_payload(det, results, threshold: float, positive: str | None, warnings=None) -> dict:
+    """The ``--json`` document: the model, the decision settings, one entry per file (its ``to_dict()``; an HF
+    result with ``positive`` also gets ``events``; ``warnings[i]``, when not empty, goes in as ``warnings``)."""
+    files = []
+    for i, r in enumerate(results):
+        d = r.to_dict()
+        if _is_hf(r) and not _failed(r) and positive is not None:
+            d["events"] = [e.to_dict() for e in file_events(r, threshold, positive)]
+        if warnings is not None and i < len(warnings) and warnings[i]:
+            d["warnings"] = list(warnings[i])
+        files.append(d)
+    return {"model": {**det.config.get("source", {}), "backend": det.backend}, "threshold": threshold,
+            "positive": positive, "files": files}
+
+
+def _num(x) -> str:
+    return repr(float(x))
+
+
+def events_csv(results, threshold: float = 0.5, positive: str | None = None) -> str:
+    """OrcaHello (or HF with ``positive``): one row per event, ``EVENT_COLUMNS``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(EVENT_COLUMNS)
+    for r in results:
+        for e in file_events(r, threshold, positive) or []:
+            w.writerow([str(r.path), _num(e.start_s), _num(e.end_s), _num(e.duration_s), _num(e.peak),
+                        _num(e.peak_s), _num(e.mean), e.n])
+    return buf.getvalue()
+
+
+def windows_csv(results, classes) -> str:
+    """HF models: one row per window, ``file, start_s, end_s, partial, label, prob_<label>...``."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["file", "start_s", "end_s", "partial", "label", *[f"prob_{c}" for c in classes]])
+    for r in results:
+        if _failed(r):
+            continue
+        for row in r.to_dict()["windows"]:
+            w.writerow([str(r.path), _num(row["start_s"]), _num(row["end_s"]), str(bool(row["partial"])).lower(),
+                        row["label"], *[_num(p) for p in row["probs"]]])
+    return buf.getvalue()
+
+
+def detection_csv(det, results, threshold: float, positive: str | None) -> str:
+    """The ``--csv`` table for this detector's family (see the module doc)."""
+    if getattr(det, "aggregate_cfg", None) is None:  # the HF family
+        return windows_csv(results, det.graph.classes)
+    return events_csv(results, threshold, positive)

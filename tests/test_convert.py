@@ -15,9 +15,10 @@ from torch import nn
 
 from conftest import GOLDEN, ROOT
 from porting.convert import convert, format_summary, load_model
-from porting.errors import ExportError, MalformedModelError, UnsupportedLayerError, UnsupportedModelError
+from porting.errors import MalformedModelError, UnsupportedLayerError, UnsupportedModelError
 from porting.frontend.config import FrontendConfig
 from porting.golden import load_case
+from porting.outputs import OutputError
 
 MODELS = ["rn18", "sq11-norm"]
 CASE_OF = {"rn18": "rn18__pcm16_16k_short", "sq11-norm": "sq11-norm__pcm16_16k_short"}
@@ -27,7 +28,7 @@ CASE_OF = {"rn18": "rn18__pcm16_16k_short", "sq11-norm": "sq11-norm__pcm16_16k_s
 def converted(request, tmp_path_factory):
     name = request.param
     out = tmp_path_factory.mktemp("conv") / name
-    summary = convert(GOLDEN / "models" / f"{name}.pkl", out)
+    summary = convert(GOLDEN / "models" / f"{name}.pkl", out, exports=None)  # weights + config only
     return name, out, summary
 
 
@@ -101,10 +102,10 @@ def test_existing_output_needs_overwrite(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ExportError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists; choose another out or pass overwrite=True"):
         convert(GOLDEN / "models" / "sq11-norm.pkl", out)
     assert (out / "keep.txt").read_text() == "mine"
-    convert(GOLDEN / "models" / "sq11-norm.pkl", out, overwrite=True)
+    convert(GOLDEN / "models" / "sq11-norm.pkl", out, overwrite=True, exports=None)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
@@ -138,7 +139,7 @@ def test_failures_are_typed_and_leave_nothing(tmp_path, make, error, match):
     outs = tmp_path / "outs"
     outs.mkdir()
     with pytest.raises(error, match=match) as info:
-        convert(path, outs / "model")
+        convert(path, outs / "model", exports=None)
     assert "\n" not in str(info.value)
     assert list(outs.iterdir()) == []
 
@@ -154,11 +155,39 @@ def test_cli_convert_prints_summary(tmp_path):
     assert json.loads((out / "config.json").read_text())["classes"] == ["negative", "positive"]
 
 
+def test_exports_none_writes_the_card_but_no_artifact(tmp_path):
+    """``exports="none"`` is ``--export none``: parity.json and the model card, no exported model."""
+    out = tmp_path / "m"
+    summary = convert(GOLDEN / "models" / "sq11-norm.pkl", out, exports="none")
+    names = sorted(p.name for p in out.iterdir())
+    assert {"config.json", "model.safetensors", "parity.json"} <= set(names)
+    assert not [n for n in names if n.endswith((".onnx", ".pt", ".pt2", ".tflite"))]
+    assert summary["exports"]["artifacts"] == {}
+
+
+def test_output_dir_problems_are_found_before_reading_the_model(tmp_path):
+    """--out under a regular file: one line, and the (unreadable) model is never opened."""
+    regular = tmp_path / "f"
+    regular.write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a directory") as info:
+        convert(tmp_path / "missing.pkl", regular / "out")
+    assert str(info.value).count(str(regular / "out")) == 1
+
+
+def test_unreadable_converted_dir_names_the_file_once(tmp_path):
+    out = tmp_path / "m"
+    convert(GOLDEN / "models" / "sq11-norm.pkl", out, exports=None)
+    (out / "model.safetensors").unlink()
+    with pytest.raises(MalformedModelError) as info:
+        load_model(out)
+    assert str(info.value).count("model.safetensors") == 1 and "No such file" in str(info.value)
+
+
 def test_convert_creates_missing_parent_directories(tmp_path):
     """A fresh checkout has no out/: `port convert ... --out out/rn18` must still work (tools/demo)."""
     from porting.convert import convert
 
     out = tmp_path / "not" / "yet" / "model"
-    convert(GOLDEN / "models" / "sq11-norm.pkl", out)
+    convert(GOLDEN / "models" / "sq11-norm.pkl", out, exports=None)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     assert [p.name for p in out.parent.iterdir()] == ["model"]  # no temp dir left beside it

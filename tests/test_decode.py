@@ -8,6 +8,7 @@ and the FLOAT rule uses hand-computed values plus soundfile's own PCM_32 read of
 from __future__ import annotations
 
 import io
+import os
 import wave
 from pathlib import Path
 
@@ -164,6 +165,42 @@ def test_bad_files_raise_audio_error(tmp_path):
     header_only.write_bytes(good.read_bytes()[:44])
     _one_line_audio_error(lambda: probe(header_only), str(header_only))
     _one_line_audio_error(lambda: probe(tmp_path / "missing.wav"), "no such file")
+
+
+def test_each_refusal_names_the_path_once(tmp_path):
+    """soundfile's own text repeats the path ("Error opening '<path>': ..."); the message keeps it once."""
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio\n" * 50)
+    missing = tmp_path / "missing.wav"
+    for path in (text, missing):
+        msg = _one_line_audio_error(lambda: probe(path), str(path))
+        assert msg.count(path.name) == 1, msg
+
+
+def test_a_directory_or_a_fifo_is_not_a_recording(tmp_path):
+    d = tmp_path / "rec.wav"
+    d.mkdir()
+    msg = _one_line_audio_error(lambda: probe(d), str(d), "is a directory")
+    assert "no such file" not in msg
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    _one_line_audio_error(lambda: probe(fifo), str(fifo), "not a regular file")
+
+
+def test_truncated_wav_warns_and_scores_what_is_there(tmp_path):
+    from porting.frontend.stream import TruncatedAudioWarning
+
+    x = (np.arange(5000) % 200 - 100).astype(np.int16)
+    src = _write(tmp_path / "cut.wav", x, 1000, "PCM_16")
+    os.truncate(src, 44 + 3200 * 2)  # the header still claims 5000 frames (5 s)
+    with pytest.warns(TruncatedAudioWarning) as rec:
+        info = probe(src)
+    (w,) = rec
+    msg = str(w.message)
+    assert msg.count(str(src)) == 1 and "5.000 s" in msg and "3.200 s" in msg and "1.800 s missing" in msg
+    assert info.frames == 3200
+    seg = read_segments(info, [1000], 2000)
+    assert torch.equal(seg[0, 0], torch.from_numpy(x[1000:3000].astype(np.float32) / 32768))
 
 
 @pytest.mark.parametrize(

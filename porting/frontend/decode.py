@@ -27,6 +27,10 @@ Refused with ``AudioError`` (decided here, not covered by the goldens):
   with confidence.
 * NaN/Inf samples (FLOAT only): ffmpeg's conversion of them is platform-defined; we refuse.
 
+A WAV whose header claims more data than the file holds is scored as far as it goes (libsndfile clamps the
+frame count; legacy did the same, silently), with a ``TruncatedAudioWarning`` naming the file and how much is
+missing (``porting.frontend.stream``'s RIFF check, shared with the HF reader).
+
 Long recordings are never decoded whole: ``read_segments`` seeks and reads only the frames that the
 requested windows cover.
 """
@@ -41,6 +45,7 @@ import soundfile as sf
 import torch
 
 from ..errors import AudioError
+from .stream import _check_truncation, _reason, _riff_header
 
 CONTAINERS = ("WAV", "WAVEX")
 SUBTYPES = ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT")
@@ -66,15 +71,18 @@ class AudioInfo:
 def probe(path) -> AudioInfo:
     """Read a recording's header; refuse anything the legacy flow could not read faithfully."""
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not a recording; pass the path of a WAV file")
+    if not path.exists():
+        raise AudioError(f"{path}: no such file; check the path")
     if not path.is_file():
-        raise AudioError(f"{path}: no such file; pass the path of a WAV recording")
+        raise AudioError(f"{path}: not a regular file; pass the path of a WAV file")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: file is empty (0 bytes); pass a WAV recording")
     try:
         info = sf.info(str(path))
     except (RuntimeError, OSError, ValueError, TypeError) as exc:
-        reason = str(exc).splitlines()[-1] if str(exc) else type(exc).__name__
-        raise AudioError(f"{path}: not a readable audio file ({reason}); pass a WAV recording") from exc
+        raise AudioError(f"{path}: not a readable audio file ({_reason(exc, path)}); pass a WAV recording") from exc
     fmt, subtype = info.format, info.subtype
     if fmt not in CONTAINERS:
         raise AudioError(f"{path}: {fmt} container is not supported (the legacy flow only read WAV); {_FIX}")
@@ -84,7 +92,7 @@ def probe(path) -> AudioInfo:
         )
     if info.frames <= 0 or info.channels <= 0 or info.samplerate <= 0:
         raise AudioError(f"{path}: no audio frames (empty data chunk); pass a non-empty WAV recording")
-    return AudioInfo(
+    out = AudioInfo(
         path=path,
         sample_rate=int(info.samplerate),
         channels=int(info.channels),
@@ -92,6 +100,8 @@ def probe(path) -> AudioInfo:
         subtype=subtype,
         format=fmt,
     )
+    _check_truncation(out, _riff_header(path))  # warns TruncatedAudioWarning; scoring goes on with what is there
+    return out
 
 
 def _legacy_values(raw: np.ndarray, subtype: str) -> np.ndarray:
@@ -154,5 +164,7 @@ def read_segments(info: AudioInfo, start_frames: list[int], n_frames: int) -> to
                 for b, s in enumerate(starts):
                     out[b] = _legacy_values(_read_span(f, info, s, n), info.subtype)
     except (RuntimeError, OSError) as exc:
-        raise AudioError(f"{info.path}: read failed ({exc}); check the file is readable and complete") from exc
+        raise AudioError(
+            f"{info.path}: read failed ({_reason(exc, info.path)}); check the file is readable and complete"
+        ) from exc
     return torch.from_numpy(out).transpose(1, 2)
