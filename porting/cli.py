@@ -242,7 +242,7 @@ def parity(
                 backend)
     typer.echo(format_table(runs))
     if report is not None:
-        typer.echo(f"wrote {_run(write_report, runs, report)}")
+        typer.echo(f"wrote {_run(write_report, runs, report, golden=golden)}")
     if json_out is not None:
         _run(write_text_atomic, json_out, reports_json(runs) + "\n", "json_out")
         typer.echo(f"wrote {json_out}")

@@ -12,9 +12,9 @@ Registered through the ``pytest11`` entry point, so any project that installs
   fingerprint, portable otherwise), records the comparison for ``--parity-report DIR`` and fails the
   test with the located mismatches, the tier and why.
 
-``--parity-report DIR`` writes ``DIR/report.md`` (+ PNGs) for every comparison made through
-``parity_check`` in the session; the header of every run prints this machine's fingerprint and each
-capture's tier.
+``--parity-report DIR`` writes ``DIR/report.md`` (+ figures, with the ``report`` extra: matplotlib) for
+every comparison made through ``parity_check`` in the session, with the store's MANIFEST hash; the
+header of every run prints this machine's fingerprint and each capture's tier.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def pytest_addoption(parser):
         "--parity-report",
         default=None,
         metavar="DIR",
-        help="write DIR/report.md and PNGs for the session's parity comparisons",
+        help="write DIR/report.md (+ PNG figures with the report extra) for the session's parity comparisons",
     )
 
 
@@ -190,7 +190,8 @@ def pytest_sessionfinish(session, exitstatus):
                                   tier=r.tier, capture=r.capture, golden_fingerprint=r.golden_fingerprint)
         merged[key].report.stages.extend(r.report.stages)
         merged[key].worst.update(r.worst)
-    path = write_report(list(merged.values()), out, title="Parity report (pytest session)")
+    path = write_report(list(merged.values()), out, title="Parity report (pytest session)",
+                        golden=_golden_path(session.config))
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     if tr is not None:
         tr.write_line(f"parity report: {path} ({len(runs)} comparisons)")
