@@ -17,6 +17,7 @@ from scipy.signal import resample_poly
 
 from porting.errors import AudioError
 from porting.frontend.config import WindowConfig
+from porting.frontend import resample as R
 from porting.frontend.decode import probe, read_segments
 from porting.frontend.windows import (
     downmix,
@@ -237,6 +238,108 @@ def test_resample_skipped_at_20k():
     x = torch.from_numpy(np.random.default_rng(0).uniform(-1.2, 1.2, (2, 40000)).astype(np.float32))
     assert torch.equal(resample(x, 20000), pcm16_round_trip(x))
     assert torch.equal(resample(x, 20000, WindowConfig(cache_round_trips=False)), x)
+
+
+# ---------------------------------------------------------------- resample_poly without scipy.signal
+# porting.frontend.resample recomputes scipy.signal.resample_poly (imported here as the oracle) in numpy;
+# the goldens need its bits, so every comparison is bitwise.
+
+
+def _rates(sr: int) -> tuple[int, int]:
+    g = math.gcd(sr, 20000)
+    return 20000 // g, sr // g
+
+
+def test_i0_is_scipy_special_bitwise():
+    from scipy.special import i0 as scipy_i0
+
+    x = np.concatenate([np.linspace(0.0, 8.0, 20001), np.random.default_rng(3).uniform(0.0, 8.0, 20000),
+                        [np.nextafter(8.0, 0.0), 5.0, 0.0]])
+    assert np.array_equal(R.i0(x), scipy_i0(x))
+    with pytest.raises(ValueError, match="0, 8"):
+        R.i0(np.array([8.5]))
+
+
+@pytest.mark.parametrize("max_rate", [2, 3, 4, 5, 8, 12, 24, 147, 441, 2469, 20000])
+def test_lowpass_is_firwin_kaiser_bitwise(max_rate):
+    from scipy.signal import firwin
+
+    want = firwin(20 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    assert np.array_equal(R.lowpass(max_rate), want)
+
+
+def test_output_len_is_upfirdn():
+    from scipy.signal import upfirdn
+
+    for len_h, n_in, up, down in [(1, 1, 1, 1), (253, 96000, 5, 12), (8821, 88200, 200, 441), (7, 3, 4, 9), (10, 50, 3, 2)]:
+        assert R.output_len(len_h, n_in, up, down) == upfirdn(np.ones(len_h), np.ones(n_in), up, down).shape[-1]
+
+
+# every rate the goldens and README name, odd ones (large up: the gathered path), and small lengths
+_RATE_CASES = [(sr, 2 * sr) for sr in (8000, 11025, 16000, 22050, 32000, 37800, 44100, 48000, 96000, 192000)] + [
+    (7350, 999), (12345, 4000), (44101, 3000), (48000, 1), (48000, 11), (16000, 240), (8000, 7)]
+
+
+@pytest.mark.parametrize("sr,n", _RATE_CASES)
+def test_resample_poly_is_scipy_bitwise(sr, n):
+    up, down = _rates(sr)
+    rng = np.random.default_rng(sr + n)
+    x = pcm16_round_trip(torch.from_numpy((rng.standard_normal((2, n)) * 0.3).astype(np.float32))).numpy()
+    got = R.resample_poly(x, up, down)
+    want = resample_poly(x, up, down, axis=-1)
+    assert got.dtype == want.dtype == np.float32 and got.shape == want.shape
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("sr", [11025, 48000, 44101])
+def test_resample_poly_both_loops_are_scipy_bitwise(sr, monkeypatch):
+    """The per-class loop and the gathered loop (the one taken above _MAX_CLASSES classes) agree with scipy."""
+    up, down = _rates(sr)
+    x = np.random.default_rng(sr).uniform(-1, 1, (3, 5000)).astype(np.float32)
+    want = resample_poly(x, up, down, axis=-1)
+    for limit in (0, 10**9):
+        monkeypatch.setattr(R, "_MAX_CLASSES", limit)
+        assert np.array_equal(R.resample_poly(x, up, down), want), limit
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 60), st.integers(1, 400), st.integers(0, 2**32 - 1))
+def test_resample_poly_any_ratio_is_scipy_bitwise(up, down, n, seed):
+    x = np.random.default_rng(seed).standard_normal((2, n)).astype(np.float32)
+    assert np.array_equal(R.resample_poly(x, up, down), resample_poly(x, up, down, axis=-1))
+
+
+def test_resample_poly_shapes_and_non_finite_as_scipy():
+    x = np.random.default_rng(5).standard_normal((2, 3, 900)).astype(np.float32)
+    x[0, 1, 10], x[1, 2, 500], x[0, 0, 899] = np.nan, np.inf, -np.inf
+    want = resample_poly(x, 5, 12, axis=-1)
+    assert np.array_equal(R.resample_poly(x, 5, 12), want, equal_nan=True)
+    one = x[1, 0]
+    assert np.array_equal(R.resample_poly(one, 10, 24), resample_poly(one, 10, 24))  # 1-D; up/down not reduced
+    assert np.array_equal(R.resample_poly(one, 3, 3), one)
+    with pytest.raises(TypeError, match="float32"):
+        R.resample_poly(one.astype(np.float64), 5, 12)
+
+
+_RESAMPLED_GOLDEN_WAVS = [p.name for p in sorted((GOLDEN / "audio").glob("*.wav"))
+                          if sf.info(str(p)).duration >= 2 and sf.info(str(p)).samplerate != 20000]
+
+
+def test_golden_recordings_need_resampling():
+    assert len(_RESAMPLED_GOLDEN_WAVS) >= 5  # every golden recording with a window (all but the too-short one)
+
+
+@pytest.mark.parametrize("name", _RESAMPLED_GOLDEN_WAVS)
+def test_resample_every_golden_window_is_scipy_bitwise(name):
+    """Every window of every golden recording (not only the stored ones), per window as legacy called it."""
+    info = probe(GOLDEN / "audio" / name)
+    plan = plan_windows(info.duration_s)
+    sr = info.sample_rate
+    mono = downmix(read_segments(info, [s * sr for s, _ in plan], 2 * sr))
+    got = resample(mono, sr, WindowConfig(cache_round_trips=False)).numpy()
+    up, down = _rates(sr)
+    for b in range(len(plan)):
+        assert np.array_equal(got[b], resample_poly(mono[b : b + 1].numpy(), up, down, axis=-1)[0]), (name, b)
 
 
 # ---------------------------------------------------------------- streaming

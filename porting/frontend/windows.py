@@ -1,8 +1,9 @@
 """Stage A: 2-s windows at 20 kHz, sample for sample as the legacy flow produced them (golden/README.md §1-§3).
 
 Per window: pydub's millisecond slice of the source (``decode.read_segments``), channel mean, the
-fastai_audio "dm" cache write/read as PCM_16, ``scipy.signal.resample_poly`` to 20 kHz, and the "rs"
-cache write/read as PCM_16. Output ``[W, 40000]`` float32 = golden ``A.waveform``.
+fastai_audio "dm" cache write/read as PCM_16, ``scipy.signal.resample_poly`` to 20 kHz (computed bitwise
+without scipy by ``resample.resample_poly``), and the "rs" cache write/read as PCM_16. Output ``[W, 40000]``
+float32 = golden ``A.waveform``.
 
 Recordings are streamed: ``iter_windows`` reads only the frames of one batch of windows at a time.
 """
@@ -13,11 +14,11 @@ import math
 from collections.abc import Iterator
 
 import torch
-from scipy.signal import resample_poly
 
 from ..errors import AudioError
 from .config import WindowConfig
 from .decode import AudioInfo, read_segments
+from .resample import resample_poly
 
 
 def plan_windows(duration_s: float, cfg: WindowConfig = WindowConfig()) -> list[tuple[int, int]]:
@@ -99,14 +100,16 @@ def resample(x: torch.Tensor, sample_rate: int, cfg: WindowConfig = WindowConfig
     """[B, N] at ``sample_rate`` -> [B, ceil(N*up/down)] at ``cfg.sample_rate``, then the "rs" PCM_16 round trip.
 
     scipy's ``resample_poly(x, up, down, axis=-1)`` with ``g = gcd`` and its defaults (Kaiser beta 5,
-    zero padding) on float32, as fastai_audio's ``tfm_resample`` did (README §3 "Resample"). One call for
-    the whole batch: bitwise equal to one call per window (tests/test_frontend_a.py). Skipped at 20 kHz.
+    zero padding) on float32, as fastai_audio's ``tfm_resample`` did (README §3 "Resample"), computed by
+    ``porting.frontend.resample`` (numpy only: ``import scipy.signal`` alone costs more than a minute of
+    detection). One call for the whole batch: bitwise equal to scipy's per window (tests/test_frontend_a.py).
+    Skipped at 20 kHz.
     """
     sample_rate = int(sample_rate)
     if sample_rate != cfg.sample_rate:
         g = math.gcd(sample_rate, cfg.sample_rate)
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        y = torch.from_numpy(resample_poly(arr, cfg.sample_rate // g, sample_rate // g, axis=-1)).to(x.device)
+        y = torch.from_numpy(resample_poly(arr, cfg.sample_rate // g, sample_rate // g)).to(x.device)
     else:
         y = x.to(torch.float32)
     return pcm16_round_trip(y) if cfg.cache_round_trips else y
