@@ -378,7 +378,7 @@ def test_onnx_backend_needs_a_converted_dir_with_model_onnx(tmp_path):
     with pytest.raises(MalformedModelError, match="model.onnx") as info:
         Detector.load(GOLDEN / "models" / f"{SQ}.pkl", backend="onnx")
     assert "\n" not in str(info.value)
-    with pytest.raises(UnsupportedModelError, match="--backend tensorrt"):
+    with pytest.raises(UnsupportedModelError, match="backend='tensorrt'"):  # the API's own parameter name
         Detector.load(GOLDEN / "models" / f"{SQ}.pkl", backend="tensorrt")
     proc = subprocess.run([sys.executable, "-m", "porting", "detect", str(GOLDEN / "audio" / "pcm16_16k_short.wav"),
                            "--model", str(tmp_path), "--backend", "onnx", "--no-progress"],
