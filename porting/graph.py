@@ -150,8 +150,3 @@ class HFStageGraph:
 
     def activate(self, logits: Tensor) -> Tensor:
         return activate(logits, self.activation)
-
-
-def graph_for(config: dict):
-    """The stage graph a converted model's config.json declares: ``HFStageGraph`` for the HF family, else OrcaHello's."""
-    return HFStageGraph.from_config(config) if config.get("family") == "hf" else StageGraph.from_config(config)

@@ -25,3 +25,14 @@ def golden_cases(with_error: bool = False) -> list[str]:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (bitwise oracle comparisons; restored after)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

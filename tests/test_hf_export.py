@@ -14,7 +14,7 @@ from conftest import ROOT
 from porting import convert, load_model
 from porting.export import missing
 from porting.graph import HFStageGraph
-from porting.hf.export import _check, _DetectPath, conv_frames, probe_lengths, probe_waves
+from porting.hf.export import _check, _Pipeline, conv_frames, probe_lengths, probe_waves
 from porting.parity.hf import load_hf_case
 
 HF = ROOT / "golden" / "hf"
@@ -61,7 +61,7 @@ def test_two_length_check_catches_a_trace_that_baked_its_length():
     at another -- and the second verification length says so (the shipped pipeline uses float64 sums instead)."""
     model, config = load_model(HF / "models" / "w2v2-base")
     graph = HFStageGraph.from_config(config).with_windows(1.0)
-    ref = _DetectPath(model, graph).eval()
+    ref = _Pipeline(model, graph, exact=True).eval()  # port detect's exact feature extractor
     waves = [probe_waves(n, 2, 16000, i) for i, n in enumerate(probe_lengths(graph, config["hf_config"]))]
     with torch.no_grad():
         traced = torch.jit.trace(ref, (waves[0],), check_trace=False)

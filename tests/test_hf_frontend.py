@@ -19,12 +19,7 @@ TOL = 1e-5
 AST_FE_MODULE = "transformers.models.audio_spectrogram_transformer.feature_extraction_audio_spectrogram_transformer"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _signals(n: int, seed: int = 0) -> np.ndarray:

@@ -44,12 +44,7 @@ def _record(case: str, diffs: dict[str, float]) -> None:
             json.dump(MEASURED, f, indent=1, sort_keys=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 TINY = {

@@ -49,33 +49,29 @@ class HFFileResult:
             counts[self.classes[pr]] = counts.get(self.classes[pr], 0) + 1
         top = ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
         n = len(self.starts)
-        return f"{self.path}: {n} window{'s' if n != 1 else ''} ({sum(self.partial)} partial); top label per window: {top}"
+        from ..summary import plural
+
+        return f"{self.path}: {plural(n, 'window')} ({sum(self.partial)} partial); top label per window: {top}"
 
 
 def _onnx_passed(path: Path) -> bool:
     """A converted DIR whose model.onnx passed its verification (parity.json) and onnxruntime to run it."""
-    import json
     from importlib.util import find_spec
 
-    try:
-        art = json.loads((path / "parity.json").read_text())["artifacts"]["model.onnx"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return bool(art.get("passed")) and (path / "model.onnx").is_file() and find_spec("onnxruntime") is not None
+    from ..detect import _verified
+
+    return (_verified(path).get("model.onnx", False) and (path / "model.onnx").is_file()
+            and find_spec("onnxruntime") is not None)
 
 
 def _onnx_path(path: Path) -> Path:
-    import json
+    from ..detect import _verified
 
     onnx = path / "model.onnx"
     if not onnx.is_file():
         raise UnsupportedModelError(f"{path}: no model.onnx; convert with `port convert HF_DIR --out DIR --export onnx` "
                                     "or use --backend torch")
-    try:
-        passed = json.loads((path / "parity.json").read_text())["artifacts"]["model.onnx"].get("passed")
-    except (OSError, ValueError, KeyError, TypeError):
-        passed = None
-    if passed is False:
+    if _verified(path).get("model.onnx") is False:
         raise UnsupportedModelError(f"{onnx}: failed this model's verification (parity.json); re-run `port convert` "
                                     "or use --backend torch")
     return onnx

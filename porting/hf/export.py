@@ -45,7 +45,9 @@ OPSET = 17
 
 
 class _Pipeline(torch.nn.Module):
-    """waveform [B, T] -> (probs, logits): the feature extractor (float64 statistics, traceable), then the model."""
+    """waveform [B, T] -> (probs, logits): the feature extractor, then the model. ``exact=False``: float64 statistics
+    (traceable for every length); ``exact=True``: numpy's summation order, as ``port detect`` runs it (the eager
+    reference of every pipeline artifact, and the fixed-length TFLite graph)."""
 
     def __init__(self, model: torch.nn.Module, graph: HFStageGraph, exact: bool = False):
         super().__init__()
@@ -62,19 +64,6 @@ class _Pipeline(torch.nn.Module):
         # has no float64 sum.
         values, mask = wav2vec2_features(waveform, None, self.graph.feature_config, exact=self.exact)
         logits = self.model(values, mask)
-        return self.graph.activate(logits), logits
-
-
-class _DetectPath(torch.nn.Module):
-    """The eager reference of a pipeline artifact: ``HFDetector.forward_windows`` (exact feature extractor)."""
-
-    def __init__(self, model: torch.nn.Module, graph: HFStageGraph):
-        super().__init__()
-        self.model, self.graph = model, graph
-
-    def forward(self, waveform: torch.Tensor):
-        feats = self.graph.features(waveform)
-        logits = self.model(feats["F.input_values"], feats.get("F.attention_mask"))
         return self.graph.activate(logits), logits
 
 
@@ -294,7 +283,8 @@ def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats
             if not inputs:
                 continue
             module = _Model(model) if kind == "model" else _Pipeline(model, graph, exact=fmt == "tflite")
-            reference = module if kind == "model" else _DetectPath(model, graph)  # what `port detect` computes
+            # the eager reference: what `port detect` computes (the exact feature extractor)
+            reference = module if kind == "model" else _Pipeline(model, graph, exact=True)
             time_axis = graph.kind != "ast"
             axes = {0: "B", 1: "T"} if time_axis else {0: "B"}
             names = ("input_values", "logits") if kind == "model" else ("waveform", "probs", "logits")

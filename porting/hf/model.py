@@ -145,8 +145,3 @@ def load_hf(path: str | Path) -> tuple[AudioClassifier, dict]:
     spec = read_hf_folder(path)
     model, state = rebuild(spec)
     return model, make_config(spec, state)
-
-
-def is_hf_config(config: dict) -> bool:
-    return config.get("family") == FAMILY
-

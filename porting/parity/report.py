@@ -22,7 +22,6 @@ Without matplotlib the markdown is still written, with one line saying what to i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -169,11 +168,9 @@ def versions(names: Sequence[str] = VERSIONS) -> dict[str, str]:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from ..golden import file_digest
+
+    return file_digest(path)["sha256"]
 
 
 def _checkout_golden() -> Path:
