@@ -13,6 +13,7 @@ as OrcaHello (``compare_rule(..., family="hf")``):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..errors import GoldenError
 from .compare import ParityReport, StageResult, compare_rule
-from .contract import GOLDEN_INPUT, Tier
+from .contract import GOLDEN_INPUT, STRICT, Tier
 
 FAMILY = "hf"
 HF_STORE = Path("golden/hf")
@@ -117,6 +118,7 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
         raise GoldenError(f"{case.name}: window plan {g.window_samples}/{g.hop_samples} samples differs from the "
                           f"golden's {meta_w['window_samples']}/{meta_w['hop_samples']}")
     results: list[StageResult] = []
+    cache: dict = {}
 
     # chained: windows exactly as port detect reads them; keep the stored ones
     wanted = set(case.stored_windows)
@@ -145,6 +147,7 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
                         src = gold if out is iso else out
                         out["Y.logits"] = det.model(src["F.input_values"].float()).float()
                         out["Y.probs"] = det.graph.activate(out["Y.logits"])
+        shifted = (_propagated(model, gold, actual, cache) if tier.name != STRICT and backend == "torch" else {})
         for name, ref in gold.items():
             got = actual.get(name)
             if got is None:
@@ -152,7 +155,11 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
                                            float("inf"), None, [], "missing from the port's outputs", tier=tier.name,
                                            family=FAMILY))
                 continue
-            results.append(_cmp(name, ref, got, tier.name, ctx, i))
+            if name in shifted:
+                r = _cmp(name, shifted[name], got, tier.name, ctx, i)
+                results.append(dataclasses.replace(r, note=(r.note + "; " if r.note else "") + PROPAGATED))
+            else:
+                results.append(_cmp(name, ref, got, tier.name, ctx, i))
             if name != "A.waveform" and name in iso:
                 results.append(_cmp(name + GOLDEN_INPUT, ref, iso[name], tier.name, ctx_iso, i))
 
@@ -173,6 +180,51 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
         results.append(StageResult("all.label", (len(decisions_e),), 0.0, not bad, float(bool(bad)), 0.0, 0.0, 0.0,
                                    None, [], note, rule="exact", tier=tier.name, family=FAMILY))
     return ParityReport(case.name, str(det.device), merge_windows(results), tier.line(), capture="golden/hf")
+
+
+PROPAGATED = "portable tier: vs golden + J*dF, the golden's first-order response to this machine's F difference"
+
+
+def _propagated(model, gold: dict, actual: dict, cache: dict) -> dict:
+    """Portable tier, chained ``M.*`` stages: ``golden + J(F_golden) . (F_port - F_golden)`` in float64.
+
+    Why: on another CPU the chained ``F.input_values`` legitimately differ from the golden ones (the fbank's FFT
+    rounding, held to ``errormodel.fbank_bounds``; measured on an AMD Zen 5 against the Intel capture: 2.9e-4 in
+    quiet bins), and the model amplifies that difference (AST hidden states: 4.5e-4), far past the row rule, which
+    bounds the model's own rounding only. The original stack fed those F values would move the same way, to first
+    order ``J dF`` (forward-mode derivative of the float64 model at the golden input). So each chained ``M.*``
+    stage is held to the same rule as in the strict tier, around that prediction: what is left is the
+    port's own rounding plus a second-order term (``|dF|^2`` times the curvature; ``|dF| <= 3e-4``). A real model
+    bug moves the output off the prediction and still fails. First order only: it holds for differences of the size
+    machines show (the AMD one above leaves a margin of 0.10 on the hidden states; 2e-5 of noise on every element,
+    0.08), not for the whole width of the fbank bound (0.3 of it on every element leaves 9.8, the second-order
+    term): a machine whose fbank really used its whole bound would fail here, reported, never passed. ``Y.logits`` / ``Y.probs`` and the golden-input stages
+    are compared with the golden unshifted (the contract's "everywhere" rules). Empty when the chained F equal the
+    golden ones: nothing to propagate."""
+    import torch
+    from torch.func import jvp
+
+    f_gold, f_port = gold.get("F.input_values"), actual.get("F.input_values")
+    if f_gold is None or f_port is None or f_port.shape != f_gold.shape or torch.equal(f_port.float(), f_gold.float()):
+        return {}
+    if "model" not in cache:
+        import copy
+
+        cache["model"] = copy.deepcopy(model).cpu().double().eval()
+    m64, mask = cache["model"], gold.get("F.attention_mask")
+    names = [k for k in gold if k.startswith("M.")]
+
+    def stages(f):
+        out = m64.stages(f, mask)
+        return tuple(out[k] for k in names)
+
+    f0 = f_gold.double()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # the math attention kernel: the fused CPU one has no forward-mode derivative
+    with torch.inference_mode(False), torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
+        _, tangent = jvp(stages, (f0,), (f_port.double().cpu() - f0,))
+    return {k: (gold[k].double() + t).float() for k, t in zip(names, tangent)}
 
 
 def merge_windows(results: list[StageResult]) -> list[StageResult]:
