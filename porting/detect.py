@@ -25,25 +25,50 @@ from .frontend.decode import AudioInfo, probe
 from .frontend.windows import iter_windows, plan_windows
 from .graph import StageGraph
 from .padfold import fold_pad
+from .winograd import NAME as WINOGRAD
 
 
-def _fixed_mmap_threshold(nbytes: int = 1 << 20) -> None:
-    """Keep glibc from letting the heap grow with every batch (Linux only; a no-op elsewhere).
+_LIBC = None
 
-    glibc raises its mmap threshold each time a large block is freed, so later batch-sized buffers land
-    on the heap, which then fragments between torch's and onnxruntime's threads: measured on a 20-min
-    recording, RSS climbed ~7 MB per batch of 32 windows (3.1 GiB after 2 hours with --backend onnx).
-    A fixed threshold (what MALLOC_MMAP_THRESHOLD_ does) keeps big buffers in mmap, returned on free:
-    RSS then stays flat (795 MiB).
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.mallopt, _LIBC.malloc_trim  # glibc only
+        except (OSError, AttributeError):
+            _LIBC = False
+    return _LIBC
+
+
+def tune_malloc(mmap_bytes: int = 32 << 20, trim_bytes: int = 256 << 20) -> None:
+    """glibc settings for batch-sized buffers (Linux only; a no-op elsewhere); ``release_memory`` goes with it.
+
+    Measured on a 20-min recording (1199 windows, rn18, 2 cores, AMD Zen 5), seconds / peak RSS at 10 % -> 100 %:
+
+    * glibc's default (the mmap threshold rises with every large free): heap fragments between torch's and
+      onnxruntime's threads, RSS climbs ~7 MB per batch (3.1 GiB after 2 hours, onnx).
+    * a fixed 1 MiB mmap threshold (the previous setting): flat RSS, but every feature map is a fresh mmap, page-
+      faulted and zeroed: torch 56.2 s / 569 MB, onnx 24.3 s / 771 MB.
+    * 256 MiB thresholds, nothing else: torch 28.9 s, onnx 18.7 s, but RSS grows again (onnx 785 -> 1097 MB).
+    * this: buffers up to 32 MiB reused from the heap, larger ones mmapped, and the heap's free pages handed back
+      after each batch (``malloc_trim``): torch 35.0 s / 694 -> 696 MB, onnx 22.3 s / 765 -> 786 MB.
     """
-    import ctypes
-    import ctypes.util
+    libc = _libc()
+    if libc:
+        libc.mallopt(-3, mmap_bytes)  # M_MMAP_THRESHOLD (fixed from now on)
+        libc.mallopt(-1, trim_bytes)  # M_TRIM_THRESHOLD
 
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, nbytes)  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
+
+def release_memory() -> None:
+    """Hand the heap's free pages back to the OS (after a batch): keeps RSS flat on long recordings."""
+    libc = _libc()
+    if libc:
+        libc.malloc_trim(0)
 
 
 def _verified(model_path: Path) -> dict[str, bool]:
@@ -81,7 +106,7 @@ def _onnx_usable(model_path: Path, device: torch.device) -> bool:
 #: Warnings about a recording itself, reported with that file (the CLI prints them as it finishes the file).
 FILE_WARNINGS = (TruncatedAudioWarning,)
 DEVICES = "cpu, cuda or cuda:N"
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", WINOGRAD)
 
 
 def check_device(device) -> str:
@@ -179,15 +204,19 @@ class Detector:
     def load(cls, model_path: str | Path, device: str | torch.device = "cpu", backend: str = "torch", **kw) -> "Detector":
         """``backend="onnx"`` runs the model stage in onnxruntime (CPU) from ``model_path/detector.onnx``,
         else ``model.onnx`` (refused when parity.json says it failed verification); the frontend stays the exact
-        torch one on ``device``. ``"auto"`` picks onnx for a converted DIR on CPU when onnxruntime is installed and
-        parity.json says that ONNX artifact passed (measured ~1.7x faster than eager torch on 2 cores), else torch. The torch backend runs the pad-folded twin of
-        the model (``porting.padfold.fold_pad``) whenever the model allows it."""
+        torch one on ``device``. ``"winograd"`` runs ``porting.winograd.winograd_model`` (BN folded, fused
+        residual/ReLU, Winograd F(4,3) convolutions; CPU; refused when parity.json says it failed). ``"auto"`` picks
+        onnx for a converted DIR on CPU when onnxruntime is installed and parity.json says that ONNX artifact passed,
+        else winograd when parity.json says it passed, else torch (measured per batch of 32 on 2 cores, AMD Zen 5:
+        onnx 0.36 s, winograd 0.42 s, torch 0.61 s). Every backend runs the pad-folded twin of the model
+        (``porting.padfold.fold_pad``) whenever the model allows it."""
         from .convert import load_model
 
         device = torch.device(check_device(device))
         check_backend(backend)
         if backend == "auto":
-            backend = "onnx" if _onnx_usable(Path(model_path), device) else "torch"
+            backend = ("onnx" if _onnx_usable(Path(model_path), device) else
+                       WINOGRAD if device.type == "cpu" and _verified(Path(model_path)).get(WINOGRAD) else "torch")
         if backend == "onnx":
             from .export.onnx import DETECTOR_FILE, MODEL_FILE, load_onnx_model
 
@@ -200,12 +229,22 @@ class Detector:
             model, config = load_onnx_model(model_path, chosen.name if chosen is not None else MODEL_FILE)
             name = chosen.name if chosen is not None else MODEL_FILE
             folded = name == DETECTOR_FILE
-        elif backend == "torch":
+        else:
             model, config = load_model(model_path, device=device)
+            if backend == WINOGRAD:
+                if device.type != "cpu":
+                    raise UnsupportedModelError(f"{spell('backend', WINOGRAD)}: a CPU backend; use "
+                                                f"{spell('device', 'cpu')} or {spell('backend', 'torch')}")
+                if _verified(Path(model_path)).get(WINOGRAD) is False:
+                    raise UnsupportedModelError(f"{model_path}: the winograd backend failed this model's verification "
+                                                f"(parity.json); re-run `port convert` or use {spell('backend', 'torch')}")
+                from .winograd import winograd_model
+
+                model = winograd_model(model)
             twin = fold_pad(model, config)
             model, folded = (model, False) if twin is None else (twin, True)
         det = cls(model=model, config=config, device=device, backend=backend, folded=folded, **kw)
-        _fixed_mmap_threshold()
+        tune_malloc()
         det.positive_index  # fail at load time, not after decoding the first file
         return det
 
@@ -256,6 +295,7 @@ class Detector:
             lg, pr = self.forward_windows(wave)
             logits.append(lg.cpu())
             probs.append(pr.cpu())
+            release_memory()
             if on_batch is not None:
                 on_batch(len(wave))
         logits_t, probs_t = torch.cat(logits), torch.cat(probs)

@@ -3,8 +3,8 @@
 ``export_all(model, config, out_dir, formats)`` writes, for each format, the classifier artifact
 (``model.*``: normalized model input ``[B, 1, 256, 312]`` -> logits) and the pipeline artifact
 (``pipeline.*``: stage-A windows ``[B, 40000]`` -> confidence, probs, logits); for ONNX also the
-pad-folded classifier ``detector.onnx`` that ``port detect`` runs (``porting.padfold``). It loads each back in its
-own runtime, checks it by the parity contract against the eager port on a probe batch and against the goldens of the same
+pad-folded classifier ``detector.onnx`` that ``port detect`` runs (``porting.padfold``); and, with no file of its
+own, the ``winograd`` backend (``porting.winograd``). It loads each back in its own runtime, checks it by the parity contract against the eager port on a probe batch and against the goldens of the same
 pickle when a golden store is given (``verify``), then writes ``parity.json`` and the HF-style
 ``preprocessor_config.json`` + ``README.md``. An artifact that misses the tolerance, or fails to export or
 load, is marked failed; nothing passes with a warning. ``port convert`` runs this inside its temp dir, so
@@ -186,6 +186,41 @@ def _verify_one(path: Path, fmt: str, config: dict, probe: dict, probe_wave: tor
     return entry
 
 
+from ..winograd import NAME as WINOGRAD  # not a file: rebuilt from model.safetensors at load (port detect --backend)
+
+
+class _WinogradRunner:
+    """The winograd backend as ``port detect`` builds it (``winograd_model``, pad-folded where the model folds)."""
+
+    def __init__(self, model: torch.nn.Module, config: dict):
+        from ..padfold import fold_pad
+        from ..winograd import describe, winograd_model
+
+        fast = winograd_model(model)
+        self.model = fold_pad(fast, config) or fast
+        self.runtime, self.layers = describe(fast)
+
+    def __call__(self, x) -> dict:
+        with torch.inference_mode():
+            return {"logits": self.model(torch.from_numpy(x)).float().numpy()}
+
+
+def _verify_winograd(model, config: dict, probe: dict, probe_wave: torch.Tensor, cases: list) -> dict:
+    """parity.json's entry for ``--backend winograd``: the same checks as the model artifacts (probe and goldens)."""
+    from .verify import check_runner
+
+    entry = {"format": WINOGRAD, "kind": "model", **_io("model", WINOGRAD, config, "detector.")}
+    try:
+        runner = _WinogradRunner(model, config)
+        entry.update(runtime=runner.runtime, layers=runner.layers)
+        entry["checks"] = check_runner(runner, "model", config, probe, probe_wave, cases)
+    except Exception as exc:  # reported failed, never skipped
+        entry.update(passed=False, error=f"verification failed: {_first_line(exc)}")
+        return entry
+    entry["passed"] = all(r["passed"] for r in entry["checks"] if r["gating"])
+    return entry
+
+
 def export_all(
     model: torch.nn.Module,
     config: dict,
@@ -233,6 +268,9 @@ def export_all(
         for path in paths:
             log(f"verifying {path.name} ...")
             artifacts[path.name] = _verify_one(path, fmt, config, probe, probe_wave, cases)
+
+    log("verifying the winograd backend ...")
+    artifacts[WINOGRAD] = _verify_winograd(model, config, probe, probe_wave, cases)
 
     parity = {
         "format": PARITY_FORMAT,

@@ -251,7 +251,7 @@ def run_parity(
     """``port parity``: every selected case and capture, each case with its own legacy model from
     golden/models unless ``model_path`` (a .pkl or a converted DIR) is given; then only the cases captured
     from that model (matched by sha256) are run. ``backend`` is ``port detect``'s (torch: the pad-folded
-    eager model; onnx: ``detector.onnx`` of a converted DIR). ``running`` is this machine's fingerprint
+    eager model; onnx: ``detector.onnx`` of a converted DIR; winograd: ``porting.winograd``, pad-folded). ``running`` is this machine's fingerprint
     (default: measured; tests pass a foreign one to force the portable tier)."""
     from .fingerprint import machine_fingerprint
     from .hf import is_hf_store, run_hf_parity
@@ -260,7 +260,7 @@ def run_parity(
         return run_hf_parity(Path(golden), model_path, device, progress, running, backend)
     running = machine_fingerprint() if running is None else running
     targets = select_cases(golden)
-    if backend not in ("torch", "auto") and model_path is None:
+    if backend not in ("torch", "auto", "winograd") and model_path is None:
         raise GoldenError(f"--backend {backend}: the golden models are pickles; pass --model DIR (converted with "
                           "`port convert --export onnx`) to check that backend")
     loaded: dict[Path, object] = {}
