@@ -130,7 +130,7 @@ def detect(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="windows per forward pass (default 32; HF models 16)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
-    backend: str = typer.Option("auto", "--backend", help="torch; onnx: the verified ONNX model of a converted DIR in onnxruntime (frontend stays torch); winograd: BN folded, fused ReLU/residual, Winograd F(4,3) convolutions (CPU, compiled kernel when built); auto: onnx when it passed verification and runs on CPU, else winograd when it passed, else torch"),
+    backend: str = typer.Option("auto", "--backend", help="torch; onnx: the verified ONNX model of a converted DIR in onnxruntime (frontend stays torch); winograd: BN folded, fused ReLU/residual, Winograd F(2,3) convolutions from 256 channels (CPU, compiled kernel when built); auto: onnx when it passed verification and runs on CPU, else winograd when it passed, else torch"),
     window_s: Optional[float] = typer.Option(None, "--window-s", help="HF models: window length in seconds (default: the model's clip length if recorded, else 5)"),
     hop_s: Optional[float] = typer.Option(None, "--hop-s", help="HF models: hop between window starts in seconds (default: the window length)"),
     fbank_backend: Optional[str] = typer.Option(None, "--fbank-backend", help="AST models: torchaudio-kaldi (transformers' default when torchaudio imports) or numpy (its fallback); default: what config.json records"),

@@ -205,7 +205,7 @@ class Detector:
         """``backend="onnx"`` runs the model stage in onnxruntime (CPU) from ``model_path/detector.onnx``,
         else ``model.onnx`` (refused when parity.json says it failed verification); the frontend stays the exact
         torch one on ``device``. ``"winograd"`` runs ``porting.winograd.winograd_model`` (BN folded, fused
-        residual/ReLU, Winograd F(4,3) convolutions; CPU; refused when parity.json says it failed). ``"auto"`` picks
+        residual/ReLU, Winograd F(2,3) convolutions from 256 channels; CPU; refused when parity.json says it failed). ``"auto"`` picks
         onnx for a converted DIR on CPU when onnxruntime is installed and parity.json says that ONNX artifact passed,
         else winograd when parity.json says it passed, else torch (measured per batch of 32 on 2 cores, AMD Zen 5:
         onnx 0.36 s, winograd 0.42 s, torch 0.61 s). Every backend runs the pad-folded twin of the model

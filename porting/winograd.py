@@ -7,7 +7,8 @@ input tile): ``n^2`` multiplications per tile and channel pair instead of ``9 m^
 (tiles x C) @ (C x K), one per tile position. It is the same linear map as the direct convolution, so only float
 rounding changes: the transforms add a few roundings per element (F(2,3): ~1x, F(4,3): ~3x the direct conv's
 error, measured per layer and whole-model in tests/test_winograd.py and tools/bench), far inside the parity
-contract (logits ~1e-6 against 1e-5), and the backend is verified against the goldens like any other.
+contract (logits ~1e-6 against 1e-5), and the backend is verified against the goldens like any other. Which layers
+take it, and which tile size, is ``choose`` (a per-layer cost model from measured timings).
 
 The transform matrices come from the Cook-Toom construction on the interpolation points below (``matrices``),
 in exact rational arithmetic: ``A^T = V_m^T``, ``G = V_3``, ``B^T = V_n^{-T}`` with ``V_k`` the ``n x k``
@@ -236,8 +237,8 @@ class FastConv2d(nn.Conv2d):
             return winograd_conv2d_torch(x, self.u, self.m, self.bias, residual, self.relu)
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if residual is not None:
-            y = y + residual
-        return torch.relu(y) if self.relu else y
+            y.add_(residual)  # in place: y is this call's own fresh output
+        return torch.relu_(y) if self.relu else y
 
     def extra_repr(self) -> str:
         algo = f"winograd F({self.m},3) [{self.impl}]" if self.m is not None else "direct"
@@ -252,17 +253,22 @@ def winograd_able(conv: nn.Module) -> bool:
 
 # ----------------------------------------------------------------------------------------------- the model rewrite
 
-#: Winograd F(4,3) from this many input channels on; direct below. Measured per layer (batch 32, 2 threads, AMD Zen 5,
-#: AVX-512; direct = oneDNN channels_last at 420-460 GFLOP/s): 64 ch 64x78 direct 25 ms vs F(2,3) 36 / F(4,3) 52;
-#: 128 ch 32x39 26 vs 36 / 35; 256 ch 16x20 26 vs 23 / 18; 512 ch 8x10 25 vs 18 / 15. Below 256 channels the tile
-#: transforms (memory-bound) cost more than the 4x fewer multiplications save.
+#: Winograd from this many input channels on; direct below. Measured per layer (tools/bench --layers; batch 32, 2
+#: threads, AMD Zen 5, AVX-512; direct = oneDNN channels_last at 420-470 GFLOP/s), ms direct / F(2,3) / F(4,3):
+#: 64 ch 64x78 36-80 / 53-115 / 61-134; 128 ch 32x39 25 / 24-34 / 25-33; 256 ch 16x20 26-28 / 19-21 / 18-23;
+#: 512 ch 8x10 24-56 / 15-33 / 19-26. Below 256 channels the tile transforms (memory-bound) cost more than the fewer
+#: multiplications save.
 MIN_CHANNELS = 256
+#: F(2,3): as fast as F(4,3) where either pays (above), and more accurate: per-layer error against float64 0.6-1.5e-6
+#: of max |y| (direct: 1.5-2.9e-6, F(4,3): 4.5-7.5e-6), because its transforms are exact (+-1, 1/2 in G) and its
+#: GEMMs sum shorter dot products.
+TILE = 2
 
 
 def choose(conv: nn.Conv2d) -> int | None:
-    """The Winograd tile size for ``conv`` (4), or None: direct. A function of the layer's shape only, so every
+    """The Winograd tile size for ``conv`` (``TILE``), or None: direct. A function of the layer's shape only, so every
     machine computes the same algorithm (the numbers then differ only by rounding)."""
-    return 4 if winograd_able(conv) and conv.in_channels >= MIN_CHANNELS else None
+    return TILE if winograd_able(conv) and conv.in_channels >= MIN_CHANNELS else None
 
 
 def implementation() -> str:
@@ -366,7 +372,7 @@ def copy_module(mod: nn.Module) -> nn.Module:
 @torch.no_grad()
 def winograd_model(model: nn.Module, impl: str | None = None) -> nn.Module:
     """A copy of ``model`` (eval) with BN folded into its convolutions, residual adds and ReLUs fused, Winograd
-    F(4,3) where ``choose`` says it pays, channels_last; ``impl`` "c" | "torch" (default: ``implementation()``).
+    where ``choose`` says it pays, channels_last; ``impl`` "c" | "torch" (default: ``implementation()``).
     Everything else (pooling, the head) is the original module."""
     out = copy_module(model).eval()
     _rewrite(out, impl or implementation())
@@ -386,4 +392,5 @@ def describe(model: nn.Module) -> tuple[str, list[str]]:
     rows = [f"{name}: {m.in_channels}->{m.out_channels} {m.kernel_size[0]}x{m.kernel_size[1]}/{m.stride[0]} "
             + (f"winograd F({m.m},3)" if m.m is not None else "direct") for name, m in convs]
     n = sum(m.m is not None for _, m in convs)
-    return f"porting.winograd ({n} of {len(convs)} convolutions Winograd F(4,3); {how}; torch {torch.__version__})", rows
+    return (f"porting.winograd ({n} of {len(convs)} convolutions Winograd F({TILE},3); {how}; torch {torch.__version__})",
+            rows)
