@@ -113,7 +113,7 @@ def _stft_power(waveform: Tensor, window: Tensor, cfg: MelConfig) -> Tensor:
         return_complex=True,
     )
     # torchaudio's power: |X| first, then ** power (not re^2 + im^2, which rounds differently).
-    power = spec.abs() if cfg.power == 1.0 else spec.abs().pow(cfg.power)
+    power = spec.abs() if cfg.power == 1.0 else spec.abs().pow_(cfg.power)  # in place: the same kernel, one buffer less
     return power.to(waveform.device).reshape(b, c, power.shape[-2], power.shape[-1])
 
 

@@ -66,34 +66,53 @@ def _check_slicing(info: AudioInfo, windows: list[tuple[int, int]], window_frame
     return starts
 
 
+def _pcm16_in_place(v: torch.Tensor) -> torch.Tensor:
+    """The round trip of ``pcm16_round_trip``, in place on ``v`` (float32 or float64; see there)."""
+    return v.mul_(2.0**31).round_().div_(65536.0).floor_().clamp_(-32768.0, 32767.0).div_(32768.0)
+
+
 def pcm16_round_trip(x: torch.Tensor) -> torch.Tensor:
     """libsndfile's float -> PCM_16 write and k/32768 read, exactly (README §3 "The PCM_16 cache round trip").
 
     ``int16 = clip(floor(rint_half_even(x * 2^31) / 2^16))``: a truncation toward -inf at 16 bits, not a
     rounding, and not plain ``floor(x * 32768)`` (they differ within 2^-17 below a code). |x| >= 1 clips.
     Computed in float64, where ``x * 2^31`` is exact; returns float32 on ``x``'s device.
+
+    float32 input is computed in float32, with the same bits: every step is exact there too (scaling by a
+    power of two, rint and floor of a float32 are float32; ``x * 2^31`` can only overflow to +-inf beyond
+    2^97, which the clamp maps to the same code as the finite float64 value), and it halves the memory traffic.
     """
+    if x.dtype == torch.float32:
+        return _pcm16_in_place(x.clone())  # never alias (and mutate) the input
     v = x.to(torch.float64, copy=True)  # never alias (and mutate) a float64 input
-    v.mul_(2.0**31).round_().div_(65536.0).floor_().clamp_(-32768.0, 32767.0).div_(32768.0)
-    return v.to(torch.float32)
+    return _pcm16_in_place(v).to(torch.float32)
 
 
 def downmix(segments: torch.Tensor, cfg: WindowConfig = WindowConfig()) -> torch.Tensor:
     """[B, C, N] -> [B, N]: float32 channel mean, then the "dm" PCM_16 cache round trip (README §3 "Downmix").
 
     Mono goes through the round trip too (a no-op on PCM_16 sources, a truncation for PCM_24/FLOAT).
+    The mean of one channel is computed as ``x + 0.0`` (torch's mean of one value is ``(0 + x) / 1``: the same
+    bits, -0.0 -> +0.0 included), ~10x faster than the reduction over a size-1 axis.
     """
     if segments.dim() != 3:
         raise AudioError(f"downmix expects [B, C, N] segments, got shape {tuple(segments.shape)}; this is a bug")
     if cfg.downmix:
-        mono = torch.mean(segments.to(torch.float32), dim=1)
+        if segments.shape[1] == 1:
+            mono = torch.add(segments[:, 0].to(torch.float32), 0.0)  # a fresh tensor: the round trip may mutate it
+        else:
+            mono = torch.mean(segments.to(torch.float32), dim=1)
+        fresh = True
     elif segments.shape[1] == 1:
         mono = segments[:, 0].to(torch.float32)
+        fresh = False  # may be a view of the caller's tensor
     else:
         raise AudioError(
             f"{segments.shape[1]}-channel segments but WindowConfig.downmix is False; enable downmix (legacy default)"
         )
-    return pcm16_round_trip(mono) if cfg.cache_round_trips else mono
+    if not cfg.cache_round_trips:
+        return mono
+    return _pcm16_in_place(mono) if fresh and mono.dtype == torch.float32 else pcm16_round_trip(mono)
 
 
 def resample(x: torch.Tensor, sample_rate: int, cfg: WindowConfig = WindowConfig()) -> torch.Tensor:
@@ -110,8 +129,10 @@ def resample(x: torch.Tensor, sample_rate: int, cfg: WindowConfig = WindowConfig
         g = math.gcd(sample_rate, cfg.sample_rate)
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
         y = torch.from_numpy(resample_poly(arr, cfg.sample_rate // g, sample_rate // g)).to(x.device)
-    else:
-        y = x.to(torch.float32)
+        if cfg.cache_round_trips:
+            return _pcm16_in_place(y)  # y is resample_poly's fresh float32 output
+        return y
+    y = x.to(torch.float32)
     return pcm16_round_trip(y) if cfg.cache_round_trips else y
 
 
