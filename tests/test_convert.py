@@ -156,13 +156,14 @@ def test_cli_convert_prints_summary(tmp_path):
 
 
 def test_exports_none_writes_the_card_but_no_artifact(tmp_path):
-    """``exports="none"`` is ``--export none``: parity.json and the model card, no exported model."""
+    """``exports="none"`` is ``--export none``: parity.json and the model card, no exported model (the winograd
+    backend, which has no file, is still verified)."""
     out = tmp_path / "m"
     summary = convert(GOLDEN / "models" / "sq11-norm.pkl", out, exports="none")
     names = sorted(p.name for p in out.iterdir())
     assert {"config.json", "model.safetensors", "parity.json"} <= set(names)
     assert not [n for n in names if n.endswith((".onnx", ".pt", ".pt2", ".tflite"))]
-    assert summary["exports"]["artifacts"] == {}
+    assert list(summary["exports"]["artifacts"]) == ["winograd"]
 
 
 def test_output_dir_problems_are_found_before_reading_the_model(tmp_path):

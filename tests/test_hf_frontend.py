@@ -14,6 +14,7 @@ import torch
 
 from porting.frontend.hf import ASTFEConfig, Wav2Vec2FEConfig, ast_features, wav2vec2_features
 from porting.frontend.kaldi import kaldi_fbank, numpy_fbank, numpy_mel_filters, numpy_pairwise_sum
+from conftest import ROOT
 
 TOL = 1e-5
 AST_FE_MODULE = "transformers.models.audio_spectrogram_transformer.feature_extraction_audio_spectrogram_transformer"
@@ -238,14 +239,26 @@ def _integer_signal() -> np.ndarray:
 
 
 def test_kaldi_fbank_vs_captured_torchaudio():
-    """Values captured once from torchaudio 2.9.1 ``compliance.kaldi.fbank`` (reference venv), so the
-    kaldi backend is checked against torchaudio even where torchaudio is not installed."""
-    fb = kaldi_fbank(torch.from_numpy(_integer_signal())[None])[0].double()
+    """Values captured once from torchaudio 2.9.1 ``compliance.kaldi.fbank`` (reference venv, on golden/hf's capture
+    machine), so the kaldi backend is checked against torchaudio even where torchaudio is not installed. On that
+    machine (strict tier) within 2e-5 / 1e-5; elsewhere within the fbank's FFT error model, as the goldens (measured
+    on an AMD Zen 5: 5.6e-4 in a frame's sum of 128 log-mel bins, the capture's own FFT rounding)."""
+    from porting.parity.contract import STRICT, choose_tier
+    from porting.parity.errormodel import fbank_bounds
+    from porting.parity.fingerprint import load_fingerprint, machine_fingerprint
+
+    signal = torch.from_numpy(_integer_signal())[None]
+    fb = kaldi_fbank(signal)[0].double()
     assert fb.shape == (6, 128)
     sums = [-283.219025, -317.063656, -295.313799, -297.949924, -295.917298, -297.201098]
     row2 = [-13.55172, -8.916826, -5.863225, -4.479587, -2.336773, -4.73757, 0.9183765, 2.87759]
-    assert _maxdiff(fb.sum(1), np.array(sums)) <= 2e-5
-    assert _maxdiff(fb[2, ::16], np.array(row2)) <= TOL
+    if choose_tier(load_fingerprint(ROOT / "golden" / "hf"), machine_fingerprint()).name == STRICT:
+        tol_sums, tol_row2 = np.full(6, 2e-5), np.full(8, TOL)
+    else:  # the interval width of each log-mel value (unnormalized), plus the captured values' 7 printed digits
+        width = fbank_bounds(signal, ASTFEConfig(max_length=6, do_normalize=False))
+        tol_sums, tol_row2 = width.sum(1) + 128 * 5e-7, width[2, ::16] + 5e-6
+    assert np.all(np.abs(fb.sum(1).numpy() - np.array(sums)) <= tol_sums)
+    assert np.all(np.abs(fb[2, ::16].numpy() - np.array(row2)) <= tol_row2)
 
 
 @pytest.fixture(scope="module")

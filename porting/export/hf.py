@@ -170,7 +170,9 @@ def model_card(config: dict, parity: dict) -> str:
         "`probs`, `logits`). ONNX/TFLite pipelines compute the STFT as a conv1d DFT, which cannot be bitwise with "
         "the CPU FFT the legacy used; TorchScript/pt2 pipelines keep torch.stft. `detector.onnx` (where written) "
         "is `model.onnx` for 2-s windows only: frames 157.. must be stage C's pad, which it does not read "
-        "(computed once, `porting.padfold`); `port detect` runs it.",
+        "(computed once, `porting.padfold`); `port detect` runs it. `winograd` is a backend with no file: "
+        "`port detect --backend winograd` rebuilds it from `model.safetensors` at load (BN folded, ReLU/residual "
+        "fused, Winograd F(2,3) convolutions, `porting.winograd`), checked here like the artifacts.",
         "",
         f"Probe: {parity.get('probe', {}).get('description', '-')}. {golden_line}",
         "",

@@ -119,6 +119,7 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
                           f"golden's {meta_w['window_samples']}/{meta_w['hop_samples']}")
     results: list[StageResult] = []
     cache: dict = {}
+    logit_shift: dict = {}  # stored window -> J dF of its logits (portable tier)
 
     # chained: windows exactly as port detect reads them; keep the stored ones
     wanted = set(case.stored_windows)
@@ -147,7 +148,9 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
                         src = gold if out is iso else out
                         out["Y.logits"] = det.model(src["F.input_values"].float()).float()
                         out["Y.probs"] = det.graph.activate(out["Y.logits"])
-        shifted = (_propagated(model, gold, actual, cache) if tier.name != STRICT and backend == "torch" else {})
+        shifted = _propagated(model, gold, actual, cache) if tier.name != STRICT else {}
+        if "Y.logits" in shifted:
+            logit_shift[i] = shifted["Y.logits"].double() - gold["Y.logits"].double()
         for name, ref in gold.items():
             got = actual.get(name)
             if got is None:
@@ -166,7 +169,16 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
     run = det.run(case.audio_path)
     for name, got in (("all.logits", run.logits), ("all.probs", run.probs)):
         if name in case.tensors:
-            results.append(compare_rule(name, case.tensors[name], got, tier.name, None, None, family=FAMILY))
+            expected = case.tensors[name]
+            if name == "all.logits" and logit_shift and expected.shape[0] == got.shape[0]:
+                expected = expected.double().clone()
+                for i, dz in logit_shift.items():
+                    expected[i] += dz[0]
+                r = compare_rule(name, expected.float(), got, tier.name, None, None, family=FAMILY)
+                results.append(dataclasses.replace(r, note=(r.note + "; " if r.note else "") + PROPAGATED +
+                                                   f" (windows {sorted(logit_shift)}; the others as captured)"))
+                continue
+            results.append(compare_rule(name, expected, got, tier.name, None, None, family=FAMILY))
     plan = {"starts": run.starts, "partial": run.partial}
     gold_plan = {"starts": meta_w["starts"], "partial": meta_w["partial"]}
     if plan != gold_plan:
@@ -186,21 +198,24 @@ PROPAGATED = "portable tier: vs golden + J*dF, the golden's first-order response
 
 
 def _propagated(model, gold: dict, actual: dict, cache: dict) -> dict:
-    """Portable tier, chained ``M.*`` stages: ``golden + J(F_golden) . (F_port - F_golden)`` in float64.
+    """Portable tier, chained ``M.*`` stages and logits: ``golden + J(F_golden) . (F_port - F_golden)`` in float64.
 
     Why: on another CPU the chained ``F.input_values`` legitimately differ from the golden ones (the fbank's FFT
     rounding, held to ``errormodel.fbank_bounds``; measured on an AMD Zen 5 against the Intel capture: 2.9e-4 in
     quiet bins), and the model amplifies that difference (AST hidden states: 4.5e-4), far past the row rule, which
     bounds the model's own rounding only. The original stack fed those F values would move the same way, to first
     order ``J dF`` (forward-mode derivative of the float64 model at the golden input). So each chained ``M.*``
-    stage is held to the same rule as in the strict tier, around that prediction: what is left is the
+    stage and ``Y.logits`` (and those rows of ``all.logits``) is held to the same rule as in the strict tier, around that prediction: what is left is the
     port's own rounding plus a second-order term (``|dF|^2`` times the curvature; ``|dF| <= 3e-4``). A real model
     bug moves the output off the prediction and still fails. First order only: it holds for differences of the size
     machines show (the AMD one above leaves a margin of 0.10 on the hidden states; 2e-5 of noise on every element,
     0.08), not for the whole width of the fbank bound (0.3 of it on every element leaves 9.8, the second-order
-    term): a machine whose fbank really used its whole bound would fail here, reported, never passed. ``Y.logits`` / ``Y.probs`` and the golden-input stages
-    are compared with the golden unshifted (the contract's "everywhere" rules). Empty when the chained F equal the
-    golden ones: nothing to propagate."""
+    term): a machine whose fbank really used its whole bound would fail here, reported, never passed. Measured on an
+    AMD Zen 5 (ast__stereo44k1, window 4): chained logits 4.05e-5 from the golden unshifted (0.92 of the row rule:
+    the original stack itself would move that far here), the ONNX artifact's 4.48e-5 (1.02, for 3.4e-6 of its own).
+    Probabilities, confidences, decisions and every golden-input stage are compared with the golden unshifted: the
+    contract's "everywhere" rules (1e-5 absolute, exact) and the port-vs-original check on identical input. Empty
+    when the chained F equal the golden ones: nothing to propagate."""
     import torch
     from torch.func import jvp
 
@@ -212,7 +227,7 @@ def _propagated(model, gold: dict, actual: dict, cache: dict) -> dict:
 
         cache["model"] = copy.deepcopy(model).cpu().double().eval()
     m64, mask = cache["model"], gold.get("F.attention_mask")
-    names = [k for k in gold if k.startswith("M.")]
+    names = [k for k in gold if k.startswith("M.") or k == "Y.logits"]
 
     def stages(f):
         out = m64.stages(f, mask)
