@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -256,8 +257,21 @@ def parity(
                            f"{', '.join(f'{r.case} ({r.capture})' for r in failed)}"))
 
 
-def main() -> None:  # pragma: no cover - console entry for `python -m porting`
-    app()
+def main(prog_name: str = "port") -> None:
+    """The console entry point (`port`, `python -m porting`): the app, then an exit without the interpreter's
+    teardown. Everything is written and flushed by then (outputs atomically, by the commands); what is skipped is
+    freeing torch's and onnxruntime's state module by module: measured 0.3 s of a 3.0-s `port detect` on the bundled
+    recording (2 cores)."""
+    code = 0
+    try:
+        app(prog_name=prog_name)
+    except SystemExit as exc:  # typer's standalone mode always ends in one
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
