@@ -204,7 +204,7 @@ def golden_verify(
     for line in result.problems():
         typer.echo(line)
     _fail(PortingError(
-        f"{directory}: {len(result.problems())} difference(s) from MANIFEST.json; restore the files from version "
+        f"{directory}: {plural(len(result.problems()), 'difference')} from MANIFEST.json; restore the files from version "
         "control, or regenerate with tools/regenerate_golden (reference/README.md)"
     ))
 
@@ -253,7 +253,9 @@ def parity(
             for s in r.failures():
                 typer.echo(f"FAIL {r.case} ({r.capture}): {s.message()}", err=True)
             typer.echo(f"  {r.note}", err=True)
-        _fail(PortingError(f"parity failed for {len(failed)} of {len(runs)} case capture(s): "
+        from .summary import plural
+
+        _fail(PortingError(f"parity failed for {len(failed)} of {plural(len(runs), 'case capture')}: "
                            f"{', '.join(f'{r.case} ({r.capture})' for r in failed)}"))
 
 

@@ -94,7 +94,7 @@ def test_port_golden_verify_reports_a_tampered_file(store):
     assert done.returncode == 1
     assert done.stdout.splitlines()[0].startswith(f"changed: cases/{SMALL_CASE}.safetensors (sha256 ")
     assert len(done.stdout.splitlines()) == 1
-    assert done.stderr.startswith("error: ") and "1 difference(s) from MANIFEST.json" in done.stderr
+    assert done.stderr.startswith("error: ") and "1 difference from MANIFEST.json" in done.stderr
     assert "Traceback" not in done.stderr
 
 

@@ -119,7 +119,7 @@ def test_perturbed_port_fails_at_the_right_place(tmp_path):
     assert any(line.startswith("FAIL rn18__pcm16_16k_short (golden): C.padded (golden input): FAIL") and where in line
                for line in done.stderr.splitlines())
     assert done.stderr.rstrip().splitlines()[-1].startswith(
-        "error: parity failed for 1 of 1 case capture(s): rn18__pcm16_16k_short (golden)")
+        "error: parity failed for 1 of 1 case capture: rn18__pcm16_16k_short (golden)")
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "**FAIL**" in report and where in report
     assert _png_ok(tmp_path / "rep" / "rn18__pcm16_16k_short__golden__cpu" / "C.padded.png") == (1600, 560)

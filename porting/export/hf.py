@@ -130,7 +130,8 @@ def model_card(config: dict, parity: dict) -> str:
     act = (config.get("activation") or {"name": "softmax"}).get("name")
     layers = ", ".join(f"{n} x{c}" for n, c in counts.most_common())
     golden = parity.get("golden") or {}
-    golden_line = (f"Goldens: {len(golden.get('cases', []))} case(s) from `{golden.get('dir')}` "
+    n_cases = len(golden.get("cases", []))
+    golden_line = (f"Goldens: {n_cases} case{'s' if n_cases != 1 else ''} from `{golden.get('dir')}` "
                    f"({', '.join(golden.get('cases', [])) or 'none for this model sha256'})." if golden else
                    "Goldens: none given (`port convert --golden DIR` adds them).")
     lines = [

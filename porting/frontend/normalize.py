@@ -19,7 +19,7 @@ def _stat(values: Sequence[float], name: str, x: Tensor) -> Tensor:
     t = torch.as_tensor(list(values), dtype=torch.float32).to(device=x.device, dtype=x.dtype)
     if t.dim() != 1 or t.numel() not in (1, x.shape[1]):
         raise ValueError(
-            f"normalize: {name} has {t.numel()} values for {x.shape[1]} channel(s); give one per channel"
+            f"normalize: {name} has {t.numel()} values for {x.shape[1]} channel{'s' if x.shape[1] != 1 else ''}; give one per channel"
         )
     return t.view(1, -1, 1, 1)
 
