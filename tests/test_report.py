@@ -255,8 +255,12 @@ def test_hf_runs_render(tmp_path):
     results.append(compare_rule("all.probs", case.tensors["all.probs"], case.tensors["all.probs"], STRICT,
                                 family="hf"))
     report = ParityReport(case.name, "cpu", merge_windows(results), "strict tier (test)", capture="golden/hf")
+    port_probs = case.tensors["all.probs"].numpy().copy()
+    port_probs[1, 0] += 3e-7
+    starts = np.asarray(case.meta["windows"]["starts"]) / 16000.0
     run = CaseRun(report, tier=Tier(STRICT, "test"), capture="golden/hf",
-                  golden_fingerprint=load_fingerprint(GOLDEN / "hf"))
+                  golden_fingerprint=load_fingerprint(GOLDEN / "hf"),
+                  probs=(case.tensors["all.probs"].numpy(), port_probs, case.meta["labels"], starts))
     dups = duplicates(run)
     assert dups["F.input_values" + GOLDEN_INPUT][0] == "F.input_values"
     assert "`F.input_values` max |diff| 0" in dups["M.hidden_states.0" + GOLDEN_INPUT][1]
@@ -268,7 +272,11 @@ def test_hf_runs_render(tmp_path):
     assert hashlib.sha256((GOLDEN / "hf" / "MANIFEST.json").read_bytes()).hexdigest() in text
     assert case.meta["model"]["weights_sha256"] in text
     if _has_matplotlib():
-        assert [p.name for p in md.parent.rglob("*.png")] == ["margins.png"]  # no per-window arrays in an HF run
+        assert sorted(p.name for p in md.parent.rglob("*.png")) == ["margins.png", "probs.png"]
+        assert "every label's probability per window" in text and "probs.png)" in text
+        from PIL import Image
+
+        assert Image.open(next(md.parent.rglob("probs.png"))).size[0] >= 1000
 
 
 def test_mel_axis_frequencies_are_the_filters_peaks():

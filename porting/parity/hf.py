@@ -100,7 +100,7 @@ def _cmp(stage: str, expected, actual, tier: str, ctx, window: int) -> StageResu
 
 
 def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None, device: str = "cpu",
-                  batch_size: int = 4, backend: str = "torch") -> ParityReport:
+                  batch_size: int = 4, backend: str = "torch", keep: dict | None = None) -> ParityReport:
     """Every stage of every stored window of ``case`` plus ``all.*``, in ``tier``. ``backend="onnx"`` runs the model
     stage from ``model.onnx`` of a converted ``model_path`` (``M.*`` stages are then the rebuild's, logits the
     artifact's)."""
@@ -167,6 +167,10 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
                 results.append(_cmp(name + GOLDEN_INPUT, ref, iso[name], tier.name, ctx_iso, i))
 
     run = det.run(case.audio_path)
+    if keep is not None and "all.probs" in case.tensors:  # for the report's probabilities-vs-time figure
+        rate = float(meta_w["window_samples"]) / float(meta_w["window_s"])
+        keep["probs"] = (np.asarray(case.tensors["all.probs"]), run.probs.numpy(), list(case.meta.get("labels") or []),
+                         np.asarray(meta_w["starts"], dtype=np.float64) / rate)
     for name, got in (("all.logits", run.logits), ("all.probs", run.probs)):
         if name in case.tensors:
             expected = case.tensors[name]
@@ -295,8 +299,10 @@ def run_hf_parity(golden: Path, model_path: Path | None, device: str, progress=N
             continue
         if progress:
             progress(case.name)
-        report = check_hf_case(case, tier, model_path, device, backend=backend)
-        runs.append(CaseRun(report, tier=tier, capture="golden/hf", golden_fingerprint=load_fingerprint(store)))
+        keep: dict = {}
+        report = check_hf_case(case, tier, model_path, device, backend=backend, keep=keep)
+        runs.append(CaseRun(report, tier=tier, capture="golden/hf", golden_fingerprint=load_fingerprint(store),
+                            probs=keep.get("probs")))
     if not runs:
         raise GoldenError(f"{golden}: no HF golden case to check" + (f" for {model_path}" if model_path else ""))
     return runs

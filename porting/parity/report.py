@@ -723,6 +723,47 @@ def confidence_figure(mpl, legacy: np.ndarray, port: np.ndarray, tol: float, thr
     return fig
 
 
+def probs_figure(mpl, golden: np.ndarray, port: np.ndarray, labels: Sequence[str], starts_s: np.ndarray, tol: float,
+                 ref: str = "transformers"):
+    """HF: every label's probability per window (reference solid, port dashed) against the window start; below,
+    the largest |diff| over the labels of each window against the tolerance."""
+    Figure = mpl[0]
+    e, a = np.asarray(golden, dtype=np.float64), np.asarray(port, dtype=np.float64)
+    t = np.asarray(starts_s, dtype=np.float64)
+    fig = Figure(figsize=(16, 6), dpi=DPI)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    fig.subplots_adjust(left=0.06, right=0.985, top=0.88, bottom=0.09, hspace=0.1)
+    from matplotlib import colormaps  # mpl is not None: matplotlib is installed
+
+    colors = colormaps["tab10"]
+    for k in range(e.shape[1]):
+        name = labels[k] if k < len(labels) else f"class {k}"
+        top.plot(t, e[:, k], "-o", color=colors(k % 10), linewidth=2.2, markersize=7, label=f"{name} ({ref})")
+        top.plot(t, a[:, k], "--x", color="black", linewidth=0.8, markersize=6, markeredgewidth=1.2,
+                 label="port" if k == 0 else None)
+    top.set_ylim(-0.03, 1.03)
+    top.set_ylabel("probability")
+    top.grid(alpha=0.3)
+    d = np.abs(a - e).max(axis=1)
+    bottom.set_yscale("log")
+    nz = d > 0
+    floor = min([1e-10] + ([float(d[nz].min()) / 3] if nz.any() else []))
+    bottom.plot(t[nz], d[nz], "o", color="black", markersize=4, label="max |diff| over labels")
+    if (~nz).any():
+        bottom.plot(t[~nz], np.full(int((~nz).sum()), floor * 2), "v", color="gray", markersize=5, fillstyle="none",
+                    label="exactly 0 (drawn at the bottom)")
+    bottom.axhline(tol, color=TOL_COLOR, linewidth=1.5, label=f"tolerance {tol:g}")
+    dmax = float(d.max()) if d.size else 0.0
+    bottom.set_ylim(floor, max(1e-3, 10 * dmax if np.isfinite(dmax) else 1e-3))
+    bottom.set_ylabel(f"|port - {ref}|")
+    bottom.set_xlabel("window start in the recording (s)")
+    bottom.grid(alpha=0.3, which="both")
+    _outside_legend(fig, (top, bottom))
+    fig.suptitle(f"per-window probabilities, {len(e)} window{'s' if len(e) != 1 else ''}: max |diff| {dmax:.3g}",
+                 fontsize=12, y=0.985)
+    return fig
+
+
 def margin_figure(mpl, stages: Sequence[StageResult], title: str):
     """Each stage's worst |diff| / tolerance on a log axis; 1 is the tolerance (right of it fails)."""
     Figure = mpl[0]
@@ -871,9 +912,6 @@ def render_markdown(runs: Sequence[CaseRun], pictures: dict[str, list[tuple[str,
                     lines.append(f"- `{s.stage}`: {'ok' if s.passed else '**FAIL**'}, {dups[s.stage][1]}.")
         for stage, rel, cap in pictures.get(_key(r), []):
             lines += ["", f"**{stage}**: {cap}", "", f"![{stage}]({rel})"]
-        if _is_hf(r) and pictures.get(_key(r)):
-            lines += ["", "No probabilities-vs-time figure: the HF run keeps the statistics of `all.probs`, not the "
-                          "per-window probabilities."]
     return "\n".join(lines) + "\n"
 
 
@@ -917,6 +955,14 @@ def _figures(mpl, r: CaseRun, folder: str, tmp: Path) -> list[tuple[str, str, st
         d = float(np.max(np.abs(np.asarray(r.confidence[0]) - np.asarray(r.confidence[1]))))
         items.append(("confidence", rel, f"per-window confidence of {ref} and port with the 0.5 threshold; below, "
                                          f"their |diff| (max {d:.3g}) against the tolerance."))
+    if r.probs is not None and np.shape(r.probs[0]) == np.shape(r.probs[1]) and len(r.probs[0]):
+        rel = f"{folder}/probs.png"
+        st = by.get("all.probs")
+        tol = st.tol if st is not None and st.tol else 1e-5
+        _save(mpl, probs_figure(mpl, *r.probs, tol=tol, ref=ref), tmp / rel)
+        d = float(np.max(np.abs(np.asarray(r.probs[0]) - np.asarray(r.probs[1]))))
+        items.append(("probabilities", rel, f"every label's probability per window, {ref} and port; below, the "
+                                            f"largest |diff| of each window (max {d:.3g}) against the tolerance."))
     return items
 
 

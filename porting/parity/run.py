@@ -55,6 +55,7 @@ class CaseRun:
     tier: Tier | None = None
     capture: str = "golden"
     golden_fingerprint: dict | None = None
+    probs: tuple | None = None  # HF: (golden [W, K], port [W, K], labels, window starts in s) of all.probs
 
 
 def _modules():
