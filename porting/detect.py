@@ -323,12 +323,23 @@ def _recorded(caught: list) -> list:
     return out
 
 
+def _stderr_is_tty() -> bool:
+    """The bar is drawn on a terminal only: in a log file or a pipe each redraw would stay as text (the leftover
+    ``file.wav: 100%|...|`` lines after the results), and on a terminal ``leave=False`` clears it."""
+    import sys
+
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def run_many(det, paths: Iterable[str | Path], progress: bool = False,
              on_file: Callable[[object, list[str]], None] | None = None) -> list:
     """Run ``det`` on each path; a bad file gives a ``FileError`` and the others still run.
 
     Every file's window count is read from its header first (a file that fails there counts 0), so the
-    progress bar (``progress``: tqdm on stderr, windows and windows/s) starts at ``0/N`` and ends at ``N/N``;
+    progress bar (``progress``: tqdm on stderr when it is a terminal, windows and windows/s) starts at ``0/N`` and ends at ``N/N``;
     a file that fails midway advances it by the windows it did not score. ``on_file(result, warnings)`` is
     called as each file finishes, with the texts of the warnings about that file (``FILE_WARNINGS``, e.g. a
     truncated WAV), while the bar is cleared from the terminal; without ``on_file`` those warnings reach the
@@ -349,7 +360,7 @@ def run_many(det, paths: Iterable[str | Path], progress: bool = False,
         caught.append(rec)
     total = sum(n for n in plans if isinstance(n, int))
     out: list = []
-    with tqdm(total=total, unit="win", disable=not progress, leave=False, dynamic_ncols=True) as bar:
+    with tqdm(total=total, unit="win", disable=not (progress and _stderr_is_tty()), leave=False, dynamic_ncols=True) as bar:
         for p, plan, early in zip(paths, plans, caught):
             bar.set_description(p.name)
             done = 0

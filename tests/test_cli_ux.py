@@ -306,6 +306,7 @@ def test_progress_total_is_known_up_front_and_reaches_it(monkeypatch):
             self.total_at_start = self.total
 
     monkeypatch.setattr(tqdm, "tqdm", Recording)
+    monkeypatch.setattr(sys.modules["porting.detect"], "_stderr_is_tty", lambda: True)  # pytest captures stderr
     det = _FakeDetector()
     seen = []
     out = run_many(det, ["a", "bad", "mid", "b"], progress=True, on_file=lambda r, w: seen.append(r))
@@ -315,6 +316,17 @@ def test_progress_total_is_known_up_front_and_reaches_it(monkeypatch):
     assert [("run", n) for n in ("a", "mid", "b")] == det.calls[4:]  # a file that failed its plan is not run again
     assert out[0] == "a" and out[3] == "b" and isinstance(out[1], FileError) and isinstance(out[2], FileError)
     assert seen == out
+
+
+def test_no_progress_bar_text_in_a_log_file(tmp_path):
+    """stderr redirected to a file: the results and the model line, no bar redraws left behind as text."""
+    log = tmp_path / "err.log"
+    with open(log, "w") as err:
+        proc = subprocess.run([sys.executable, "-m", "porting", "detect", str(ORCA60), "--model", str(SQ11)],
+                              stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0 and "global_confidence" in proc.stdout
+    text = log.read_text()
+    assert "backend" in text and "win/s" not in text and "%|" not in text, text
 
 
 # ---------------------------------------------------------------- 8. events, threshold, CSV
