@@ -18,7 +18,6 @@
 
 #define CB 16
 #define MAXN 6
-#define MAXTHREADS_G 64
 
 static const float AT2[2][4] = {{1, 1, 1, 0}, {0, 1, -1, 1}};
 static const float BT2[4][4] = {{1, 0, -1, 0}, {0, 1, 1, 0}, {0, -1, 1, 0}, {0, -1, 0, 1}};
@@ -39,8 +38,25 @@ int wino_abi(void) { return 1; }
 
 typedef struct {
     const float *x; float *v; const float *bias, *res; float *y;
-    int64_t nb, h, w, c, m, relu, t0, t1;
+    int64_t nb, h, w, c, m, relu;
 } job_t;
+
+/* DST[r][c] = sum_k MAT[r][k] SRC[k][c] over k = 0..NN-1 in order, for r < ROWS, c < NN (W channels each). */
+#define LMUL(DST, MAT, SRC, ROWS, NN, W)                                                                \
+    for (int r_ = 0; r_ < ROWS; r_++)                                                                   \
+        for (int c_ = 0; c_ < NN; c_++) {                                                               \
+            for (int q = 0; q < W; q++) DST[r_][c_][q] = MAT[r_][0] * SRC[0][c_][q];                    \
+            for (int k_ = 1; k_ < NN; k_++)                                                             \
+                for (int q = 0; q < W; q++) DST[r_][c_][q] = DST[r_][c_][q] + MAT[r_][k_] * SRC[k_][c_][q]; \
+        }
+
+/* ACC = sum_k ROW[k] MATROW[k] over k = 0..NN-1 in order (W channels). */
+#define RDOT(ACC, ROW, MATROW, NN, W)                                                                   \
+    do {                                                                                                \
+        for (int q = 0; q < W; q++) ACC[q] = ROW[0][q] * MATROW[0];                                     \
+        for (int k_ = 1; k_ < NN; k_++)                                                                 \
+            for (int q = 0; q < W; q++) ACC[q] = ACC[q] + ROW[k_][q] * MATROW[k_];                      \
+    } while (0)
 
 /* One n x n tile, channels [c0, c0 + nc): V[p][t][c] = (B^T d B)[p]. */
 #define INPUT_TILE(NN, BT)                                                                              \
@@ -58,26 +74,20 @@ typedef struct {
                 }                                                                                       \
             }                                                                                           \
         }                                                                                               \
-        for (int i = 0; i < NN; i++)                                                                    \
-            for (int j = 0; j < NN; j++) {                                                              \
-                for (int q = 0; q < nc; q++) tmp[i][j][q] = BT[i][0] * d[0][j][q];                      \
-                for (int a = 1; a < NN; a++)                                                            \
-                    for (int q = 0; q < nc; q++) tmp[i][j][q] = tmp[i][j][q] + BT[i][a] * d[a][j][q];   \
-            }                                                                                           \
+        LMUL(tmp, BT, d, NN, NN, nc)                                                                    \
         for (int i = 0; i < NN; i++)                                                                    \
             for (int l = 0; l < NN; l++) {                                                              \
                 float acc[CB];                                                                          \
-                for (int q = 0; q < nc; q++) acc[q] = tmp[i][0][q] * BT[l][0];                          \
-                for (int a = 1; a < NN; a++)                                                            \
-                    for (int q = 0; q < nc; q++) acc[q] = acc[q] + tmp[i][a][q] * BT[l][a];             \
+                RDOT(acc, tmp[i], BT[l], NN, nc);                                                       \
                 float *dst = J->v + ((int64_t)(i * NN + l) * T + t) * J->c + c0;                        \
                 for (int q = 0; q < nc; q++) dst[q] = acc[q];                                           \
             }                                                                                           \
     } while (0)
 
-CLONES static void input_range(const job_t *J) {
+CLONES static void input_range(const void *ctx, int64_t t0, int64_t t1) {
+    const job_t *J = (const job_t *)ctx;
     const int64_t m = J->m, th = (J->h + m - 1) / m, tw = (J->w + m - 1) / m, T = J->nb * th * tw;
-    for (int64_t t = J->t0; t < J->t1; t++) {
+    for (int64_t t = t0; t < t1; t++) {
         const int64_t b = t / (th * tw), ty = (t / tw) % th, tx = t % tw;
         const int64_t y0 = ty * m - 1, x0 = tx * m - 1;
         for (int64_t c0 = 0; c0 < J->c; c0 += CB) {
@@ -100,12 +110,7 @@ CLONES static void input_range(const job_t *J) {
             const float *src = J->x + ((int64_t)p * T + t) * J->c + k0;                                 \
             for (int q = 0; q < nk; q++) s[p / NN][p % NN][q] = src[q];                                 \
         }                                                                                               \
-        for (int a = 0; a < MM; a++)                                                                    \
-            for (int l = 0; l < NN; l++) {                                                              \
-                for (int q = 0; q < nk; q++) tmp[a][l][q] = AT[a][0] * s[0][l][q];                      \
-                for (int i = 1; i < NN; i++)                                                            \
-                    for (int q = 0; q < nk; q++) tmp[a][l][q] = tmp[a][l][q] + AT[a][i] * s[i][l][q];   \
-            }                                                                                           \
+        LMUL(tmp, AT, s, MM, NN, nk)                                                                    \
         for (int a = 0; a < MM; a++) {                                                                  \
             int64_t yy = ty * MM + a;                                                                   \
             if (yy >= J->h) break;                                                                      \
@@ -113,9 +118,7 @@ CLONES static void input_range(const job_t *J) {
                 int64_t xx = tx * MM + e;                                                               \
                 if (xx >= J->w) break;                                                                  \
                 float acc[CB];                                                                          \
-                for (int q = 0; q < nk; q++) acc[q] = tmp[a][0][q] * AT[e][0];                          \
-                for (int l = 1; l < NN; l++)                                                            \
-                    for (int q = 0; q < nk; q++) acc[q] = acc[q] + tmp[a][l][q] * AT[e][l];             \
+                RDOT(acc, tmp[a], AT[e], NN, nk);                                                       \
                 if (J->bias)                                                                            \
                     for (int q = 0; q < nk; q++) acc[q] = acc[q] + J->bias[k0 + q];                     \
                 const int64_t off = ((b * J->h + yy) * J->w + xx) * J->c + k0;                          \
@@ -128,9 +131,10 @@ CLONES static void input_range(const job_t *J) {
         }                                                                                               \
     } while (0)
 
-CLONES static void output_range(const job_t *J) {
+CLONES static void output_range(const void *ctx, int64_t t0, int64_t t1) {
+    const job_t *J = (const job_t *)ctx;
     const int64_t m = J->m, th = (J->h + m - 1) / m, tw = (J->w + m - 1) / m, T = J->nb * th * tw;
-    for (int64_t t = J->t0; t < J->t1; t++) {
+    for (int64_t t = t0; t < t1; t++) {
         const int64_t b = t / (th * tw), ty = (t / tw) % th, tx = t % tw;
         for (int64_t k0 = 0; k0 < J->c; k0 += CB) {
             if (J->c - k0 >= CB) {
@@ -141,6 +145,38 @@ CLONES static void output_range(const job_t *J) {
                 if (m == 2) OUTPUT_TILE(4, 2, AT2); else OUTPUT_TILE(6, 4, AT4);
             }
         }
+    }
+}
+
+/* ---- one fan-out for every kernel: items [0, n) split over plain pthreads, share 0 on the calling thread -------- */
+typedef void (*range_fn)(const void *ctx, int64_t i0, int64_t i1);
+typedef struct { range_fn fn; const void *ctx; int64_t i0, i1; } task_t;
+
+static void *run_task(void *arg) {
+    const task_t *k = (const task_t *)arg;
+    k->fn(k->ctx, k->i0, k->i1);
+    return NULL;
+}
+
+#define MAXTHREADS 64
+
+static void parallel(range_fn fn, const void *ctx, int64_t n, int threads) {
+    if (threads < 1) threads = 1;
+    if (threads > MAXTHREADS) threads = MAXTHREADS;
+    if (n < 2 * threads) threads = 1;
+    task_t tasks[MAXTHREADS];
+    pthread_t ids[MAXTHREADS];
+    int started[MAXTHREADS];
+    for (int i = 0; i < threads; i++) {
+        tasks[i] = (task_t){fn, ctx, n * i / threads, n * (i + 1) / threads};
+        started[i] = 0;
+    }
+    for (int i = 1; i < threads; i++)
+        started[i] = pthread_create(&ids[i], NULL, run_task, &tasks[i]) == 0;
+    run_task(&tasks[0]);
+    for (int i = 1; i < threads; i++) {
+        if (started[i]) pthread_join(ids[i], NULL);
+        else run_task(&tasks[i]);  /* no thread: do its share here */
     }
 }
 
@@ -185,20 +221,19 @@ __attribute__((target("avx512f"))) static void gemm_rows(const float *v, const f
     }
 }
 
-typedef struct { const float *v, *u; float *mm; int64_t np, tiles, c, k, i0, i1; } gemm_job_t;
+typedef struct { const float *v, *u; float *mm; int64_t np, tiles, c, k; } gemm_job_t;
 
 /* work item i = (p, panel, row block of RB rows) */
 #define RB 256
-static void *gemm_task(void *arg) {
-    const gemm_job_t *g = (const gemm_job_t *)arg;
+static void gemm_range(const void *ctx, int64_t i0, int64_t i1) {
+    const gemm_job_t *g = (const gemm_job_t *)ctx;
     const int64_t panels = g->k / PW, blocks = (g->tiles + RB - 1) / RB;
-    for (int64_t i = g->i0; i < g->i1; i++) {
+    for (int64_t i = i0; i < i1; i++) {
         const int64_t blk = i % blocks, j = (i / blocks) % panels, p = i / (blocks * panels);
         const int64_t t0 = blk * RB, rows = g->tiles - t0 < RB ? g->tiles - t0 : RB;
         gemm_rows(g->v + (p * g->tiles + t0) * g->c, g->u + (p * panels + j) * g->c * PW,
                   g->mm + (p * g->tiles + t0) * g->k + j * PW, rows, g->c, g->c, g->k);
     }
-    return NULL;
 }
 #endif
 
@@ -213,66 +248,18 @@ int wino_has_gemm(void) {
 
 void wino_gemm(const float *v, const float *u, float *mm, int64_t np, int64_t tiles, int64_t c, int64_t k, int threads) {
 #ifdef HAVE_GEMM
-    const int64_t items = np * (k / PW) * ((tiles + RB - 1) / RB);
-    if (threads < 1) threads = 1;
-    if (threads > MAXTHREADS_G) threads = MAXTHREADS_G;
-    gemm_job_t jobs[MAXTHREADS_G];
-    pthread_t ids[MAXTHREADS_G];
-    int started[MAXTHREADS_G];
-    for (int i = 0; i < threads; i++) {
-        jobs[i] = (gemm_job_t){v, u, mm, np, tiles, c, k, items * i / threads, items * (i + 1) / threads};
-        started[i] = 0;
-    }
-    for (int i = 1; i < threads; i++) started[i] = pthread_create(&ids[i], NULL, gemm_task, &jobs[i]) == 0;
-    gemm_task(&jobs[0]);
-    for (int i = 1; i < threads; i++) {
-        if (started[i]) pthread_join(ids[i], NULL);
-        else gemm_task(&jobs[i]);
-    }
+    const gemm_job_t g = {v, u, mm, np, tiles, c, k};
+    parallel(gemm_range, &g, np * (k / PW) * ((tiles + RB - 1) / RB), threads);
 #else
     (void)v; (void)u; (void)mm; (void)np; (void)tiles; (void)c; (void)k; (void)threads;
 #endif
-}
-
-typedef void (*range_fn)(const job_t *);
-typedef struct { range_fn fn; job_t job; } task_t;
-
-static void *run_task(void *arg) {
-    task_t *k = (task_t *)arg;
-    k->fn(&k->job);
-    return NULL;
-}
-
-#define MAXTHREADS 64
-
-static void parallel(range_fn fn, job_t base, int64_t tiles, int threads) {
-    if (threads < 1) threads = 1;
-    if (threads > MAXTHREADS) threads = MAXTHREADS;
-    if (tiles < 2 * threads) threads = 1;
-    task_t tasks[MAXTHREADS];
-    pthread_t ids[MAXTHREADS];
-    int started[MAXTHREADS];
-    for (int i = 0; i < threads; i++) {
-        tasks[i].fn = fn;
-        tasks[i].job = base;
-        tasks[i].job.t0 = tiles * i / threads;
-        tasks[i].job.t1 = tiles * (i + 1) / threads;
-        started[i] = 0;
-    }
-    for (int i = 1; i < threads; i++)
-        started[i] = pthread_create(&ids[i], NULL, run_task, &tasks[i]) == 0;
-    run_task(&tasks[0]);
-    for (int i = 1; i < threads; i++) {
-        if (started[i]) pthread_join(ids[i], NULL);
-        else run_task(&tasks[i]);  /* no thread: do its share here */
-    }
 }
 
 void wino_input(const float *x, float *v, int64_t nb, int64_t h, int64_t w, int64_t c, int64_t m, int threads) {
     job_t j;
     memset(&j, 0, sizeof j);
     j.x = x; j.v = v; j.nb = nb; j.h = h; j.w = w; j.c = c; j.m = m;
-    parallel(input_range, j, nb * ((h + m - 1) / m) * ((w + m - 1) / m), threads);
+    parallel(input_range, &j, nb * ((h + m - 1) / m) * ((w + m - 1) / m), threads);
 }
 
 void wino_output(const float *mm, float *y, const float *bias, const float *res, int64_t nb, int64_t h, int64_t w,
@@ -280,5 +267,5 @@ void wino_output(const float *mm, float *y, const float *bias, const float *res,
     job_t j;
     memset(&j, 0, sizeof j);
     j.x = mm; j.y = y; j.bias = bias; j.res = res; j.nb = nb; j.h = h; j.w = w; j.c = k; j.m = m; j.relu = relu;
-    parallel(output_range, j, nb * ((h + m - 1) / m) * ((w + m - 1) / m), threads);
+    parallel(output_range, &j, nb * ((h + m - 1) / m) * ((w + m - 1) / m), threads);
 }
