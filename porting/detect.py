@@ -84,23 +84,23 @@ def _verified(model_path: Path) -> dict[str, bool]:
     return {name: bool(a.get("passed")) for name, a in arts.items()}
 
 
-def _onnx_file(model_path: Path, require_verified: bool) -> Path | None:
+def _onnx_file(model_path: Path, passed: dict[str, bool], require_verified: bool) -> Path | None:
     """The ONNX classifier to run: detector.onnx (the pad-folded classifier, ``porting.padfold``), else
-    model.onnx, each only if present and (``require_verified``) passed this model's verification."""
+    model.onnx, each only if present and (``require_verified``) passed this model's verification (``passed``:
+    ``_verified(model_path)``)."""
     from .export.onnx import DETECTOR_FILE, MODEL_FILE
 
-    passed = _verified(model_path)
     for name in (DETECTOR_FILE, MODEL_FILE):
         if (model_path / name).is_file() and (passed.get(name, False) or not require_verified):
             return model_path / name
     return None
 
 
-def _onnx_usable(model_path: Path, device: torch.device) -> bool:
+def _onnx_usable(model_path: Path, device: torch.device, passed: dict[str, bool]) -> bool:
     from importlib.util import find_spec
 
     return (device.type == "cpu" and model_path.is_dir() and find_spec("onnxruntime") is not None
-            and _onnx_file(model_path, require_verified=True) is not None)
+            and _onnx_file(model_path, passed, require_verified=True) is not None)
 
 
 #: Warnings about a recording itself, reported with that file (the CLI prints them as it finishes the file).
@@ -214,15 +214,16 @@ class Detector:
 
         device = torch.device(check_device(device))
         check_backend(backend)
+        path = Path(model_path)
+        passed = _verified(path)  # parity.json, read once
         if backend == "auto":
-            backend = ("onnx" if _onnx_usable(Path(model_path), device) else
-                       WINOGRAD if device.type == "cpu" and _verified(Path(model_path)).get(WINOGRAD) else "torch")
+            backend = ("onnx" if _onnx_usable(path, device, passed) else
+                       WINOGRAD if device.type == "cpu" and passed.get(WINOGRAD) else "torch")
         if backend == "onnx":
             from .export.onnx import DETECTOR_FILE, MODEL_FILE, load_onnx_model
 
-            path = Path(model_path)
-            failed = [n for n, ok in _verified(path).items() if n in (DETECTOR_FILE, MODEL_FILE) and not ok]
-            chosen = _onnx_file(path, require_verified=False) if path.is_dir() else None
+            failed = [n for n, ok in passed.items() if n in (DETECTOR_FILE, MODEL_FILE) and not ok]
+            chosen = _onnx_file(path, passed, require_verified=False) if path.is_dir() else None
             if chosen is not None and chosen.name in failed:
                 raise UnsupportedModelError(f"{chosen}: failed this model's verification (parity.json); "
                                             f"re-run `port convert` or use {spell('backend', 'torch')}")
@@ -235,7 +236,7 @@ class Detector:
                 if device.type != "cpu":
                     raise UnsupportedModelError(f"{spell('backend', WINOGRAD)}: a CPU backend; use "
                                                 f"{spell('device', 'cpu')} or {spell('backend', 'torch')}")
-                if _verified(Path(model_path)).get(WINOGRAD) is False:
+                if passed.get(WINOGRAD) is False:
                     raise UnsupportedModelError(f"{model_path}: the winograd backend failed this model's verification "
                                                 f"(parity.json); re-run `port convert` or use {spell('backend', 'torch')}")
                 from .winograd import winograd_model

@@ -24,6 +24,7 @@ the pure-torch ``winograd_conv2d_torch`` (any layout). Both run the per-position
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import math
 from fractions import Fraction
@@ -316,8 +317,8 @@ def _rewrite(module: nn.Module, impl: str) -> None:
             setattr(module, name, new)
         elif type(child) is L.Bottleneck:
             new = FastBottleneck()
-            for i, relu in ((1, True), (2, True), (3, True)):
-                new.add_module(f"conv{i}", _fast(getattr(child, f"conv{i}"), getattr(child, f"bn{i}"), relu, impl))
+            for i in (1, 2, 3):  # every conv of a Bottleneck ends in ReLU (the last one after the residual add)
+                new.add_module(f"conv{i}", _fast(getattr(child, f"conv{i}"), getattr(child, f"bn{i}"), True, impl))
                 new.add_module(f"bn{i}", nn.Identity())
             new.add_module("relu", nn.ReLU())
             if child._child("downsample") is not None:
@@ -338,7 +339,7 @@ def _rewrite(module: nn.Module, impl: str) -> None:
 
 
 def _rewritten(mod: nn.Module, impl: str) -> nn.Module:
-    out = copy_module(mod)
+    out = copy.deepcopy(mod)
     if isinstance(out, nn.Sequential):
         _fold_sequential(out, impl)
     _rewrite(out, impl)
@@ -363,18 +364,12 @@ def _fold_sequential(seq: nn.Sequential, impl: str) -> None:
             i += 1
 
 
-def copy_module(mod: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(mod)
-
-
 @torch.no_grad()
 def winograd_model(model: nn.Module, impl: str | None = None) -> nn.Module:
     """A copy of ``model`` (eval) with BN folded into its convolutions, residual adds and ReLUs fused, Winograd
     where ``choose`` says it pays, channels_last; ``impl`` "c" | "torch" (default: ``implementation()``).
     Everything else (pooling, the head) is the original module."""
-    out = copy_module(model).eval()
+    out = copy.deepcopy(model).eval()
     _rewrite(out, impl or implementation())
     return out.to(memory_format=torch.channels_last)
 

@@ -22,6 +22,7 @@ import torch
 
 from ..errors import ExportError, PortingError
 from ..graph import StageGraph
+from ..winograd import NAME as WINOGRAD  # not a file: rebuilt from model.safetensors at load (port detect --backend)
 
 FORMATS = ("onnx", "torchscript", "pt2", "tflite")
 ARTIFACTS = {
@@ -164,29 +165,40 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300]
 
 
-def _verify_one(path: Path, fmt: str, config: dict, probe: dict, probe_wave: torch.Tensor, cases: list) -> dict:
+def _checked(entry: dict, load: Callable, kind: str, config: dict, probe: dict, probe_wave: torch.Tensor, cases: list,
+             more: Callable[[object, dict], None] | None = None) -> dict:
+    """Load a runner (``load()``), run every check into ``entry``, then ``more(runner, entry)``; any failure fails
+    the entry, reported, never skipped."""
     from .verify import check_runner
 
-    kind = _kind(path)
-    entry = {"format": fmt, "kind": kind, "bytes": path.stat().st_size, "sha256": _sha256(path),
-             **_io(kind, fmt, config, path.name)}
     try:
-        runner = load_artifact(path)
+        runner = load()
         entry["runtime"] = runner.runtime
         entry["checks"] = check_runner(runner, kind, config, probe, probe_wave, cases)
-        if fmt == "tflite":
-            entry["signatures"] = sorted(runner.signatures)
-            xnn = load_artifact(path, resolver="xnnpack")
-            rows = check_runner(xnn, kind, config, probe, probe_wave, cases, gating=False)
-            entry["informational"] = [{"runtime": xnn.runtime, "checks": rows, "passed": all(r["passed"] for r in rows)}]
-    except Exception as exc:  # any runtime failure fails the artifact; it is reported, never skipped
+        if more is not None:
+            more(runner, entry)
+    except Exception as exc:  # any runtime failure fails the artifact
         entry.update(passed=False, error=f"verification failed: {_first_line(exc)}")
         return entry
     entry["passed"] = all(r["passed"] for r in entry["checks"] if r["gating"])
     return entry
 
 
-from ..winograd import NAME as WINOGRAD  # not a file: rebuilt from model.safetensors at load (port detect --backend)
+def _verify_one(path: Path, fmt: str, config: dict, probe: dict, probe_wave: torch.Tensor, cases: list) -> dict:
+    from .verify import check_runner
+
+    kind = _kind(path)
+    entry = {"format": fmt, "kind": kind, "bytes": path.stat().st_size, "sha256": _sha256(path),
+             **_io(kind, fmt, config, path.name)}
+
+    def xnnpack(runner, entry: dict) -> None:  # TFLite: XNNPACK's numbers too, reported, not gating
+        entry["signatures"] = sorted(runner.signatures)
+        xnn = load_artifact(path, resolver="xnnpack")
+        rows = check_runner(xnn, kind, config, probe, probe_wave, cases, gating=False)
+        entry["informational"] = [{"runtime": xnn.runtime, "checks": rows, "passed": all(r["passed"] for r in rows)}]
+
+    return _checked(entry, lambda: load_artifact(path), kind, config, probe, probe_wave, cases,
+                    xnnpack if fmt == "tflite" else None)
 
 
 class _WinogradRunner:
@@ -207,18 +219,9 @@ class _WinogradRunner:
 
 def _verify_winograd(model, config: dict, probe: dict, probe_wave: torch.Tensor, cases: list) -> dict:
     """parity.json's entry for ``--backend winograd``: the same checks as the model artifacts (probe and goldens)."""
-    from .verify import check_runner
-
     entry = {"format": WINOGRAD, "kind": "model", **_io("model", WINOGRAD, config, "detector.")}
-    try:
-        runner = _WinogradRunner(model, config)
-        entry.update(runtime=runner.runtime, layers=runner.layers)
-        entry["checks"] = check_runner(runner, "model", config, probe, probe_wave, cases)
-    except Exception as exc:  # reported failed, never skipped
-        entry.update(passed=False, error=f"verification failed: {_first_line(exc)}")
-        return entry
-    entry["passed"] = all(r["passed"] for r in entry["checks"] if r["gating"])
-    return entry
+    return _checked(entry, lambda: _WinogradRunner(model, config), "model", config, probe, probe_wave, cases,
+                    lambda runner, e: e.update(layers=runner.layers))
 
 
 def export_all(

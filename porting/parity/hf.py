@@ -159,8 +159,7 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
                                            family=FAMILY))
                 continue
             if name in shifted:
-                r = _cmp(name, shifted[name], got, tier.name, ctx, i)
-                results.append(dataclasses.replace(r, note=(r.note + "; " if r.note else "") + PROPAGATED))
+                results.append(_noted(_cmp(name, shifted[name], got, tier.name, ctx, i), PROPAGATED))
             else:
                 results.append(_cmp(name, ref, got, tier.name, ctx, i))
             if name != "A.waveform" and name in iso:
@@ -179,8 +178,7 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
                 for i, dz in logit_shift.items():
                     expected[i] += dz[0]
                 r = compare_rule(name, expected.float(), got, tier.name, None, None, family=FAMILY)
-                results.append(dataclasses.replace(r, note=(r.note + "; " if r.note else "") + PROPAGATED +
-                                                   f" (windows {sorted(logit_shift)}; the others as captured)"))
+                results.append(_noted(r, f"{PROPAGATED} (windows {sorted(logit_shift)}; the others as captured)"))
                 continue
             results.append(compare_rule(name, expected, got, tier.name, None, None, family=FAMILY))
     plan = {"starts": run.starts, "partial": run.partial}
@@ -199,6 +197,10 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
 
 
 PROPAGATED = "portable tier: vs golden + J*dF, the golden's first-order response to this machine's F difference"
+
+
+def _noted(r: StageResult, text: str) -> StageResult:
+    return dataclasses.replace(r, note=f"{r.note}; {text}" if r.note else text)
 
 
 def _propagated(model, gold: dict, actual: dict, cache: dict) -> dict:

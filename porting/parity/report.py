@@ -687,35 +687,46 @@ def waveform_figure(mpl, s: StageResult, legacy: np.ndarray, port: np.ndarray, w
     return fig
 
 
+def _per_window_axes(mpl):
+    """(figure, top, bottom) of the per-window figures: the values above, their |diff| below, one time axis."""
+    fig = mpl[0](figsize=(16, 6), dpi=DPI)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    fig.subplots_adjust(left=0.06, right=0.985, top=0.88, bottom=0.09, hspace=0.1)
+    return fig, top, bottom
+
+
+def _diff_panel(ax, t: np.ndarray, d: np.ndarray, tol: float, ref: str, label: str, xlabel: str) -> float:
+    """Per-window |diff| ``d`` on a log axis against the tolerance (exact zeros drawn at the bottom); its max."""
+    ax.set_yscale("log")
+    nz = d > 0
+    floor = min([1e-10] + ([float(d[nz].min()) / 3] if nz.any() else []))
+    ax.plot(t[nz], d[nz], "o", color="black", markersize=4, label=label)
+    if (~nz).any():
+        ax.plot(t[~nz], np.full(int((~nz).sum()), floor * 2), "v", color="gray", markersize=5, fillstyle="none",
+                label="exactly 0 (drawn at the bottom)")
+    ax.axhline(tol, color=TOL_COLOR, linewidth=1.5, label=f"tolerance {tol:g}")
+    dmax = float(d.max()) if d.size else 0.0
+    ax.set_ylim(floor, max(1e-3, 10 * dmax if np.isfinite(dmax) else 1e-3))
+    ax.set_ylabel(f"|port - {ref}|")
+    ax.set_xlabel(xlabel)
+    ax.grid(alpha=0.3, which="both")
+    return dmax
+
+
 def confidence_figure(mpl, legacy: np.ndarray, port: np.ndarray, tol: float, threshold: float = 0.5,
                       ref: str = "legacy"):
     """Per-window confidence of legacy and port against the window start, with the threshold; |diff| below."""
-    Figure = mpl[0]
     e, a = np.asarray(legacy, dtype=np.float64), np.asarray(port, dtype=np.float64)
     t = np.arange(len(e), dtype=np.float64)
-    fig = Figure(figsize=(16, 6), dpi=DPI)
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    fig.subplots_adjust(left=0.06, right=0.985, top=0.88, bottom=0.09, hspace=0.1)
+    fig, top, bottom = _per_window_axes(mpl)
     top.plot(t, e, "-o", color=LEGACY_COLOR, linewidth=2.2, markersize=8, label=ref)
     top.plot(t, a, "--x", color=PORT_COLOR, linewidth=1, markersize=7, markeredgewidth=1.5, label="port")
     top.axhline(threshold, color="gray", linestyle=":", linewidth=1.5, label=f"threshold {threshold:g}")
     top.set_ylim(-0.03, 1.03)
     top.set_ylabel("confidence (positive class)")
     top.grid(alpha=0.3)
-    d = np.abs(a - e)
-    bottom.set_yscale("log")
-    nz = d > 0
-    floor = min([1e-10] + [float(d[nz].min()) / 3] if nz.any() else [1e-10])
-    bottom.plot(t[nz], d[nz], "o", color="black", markersize=4, label="|diff|")
-    if (~nz).any():
-        bottom.plot(t[~nz], np.full(int((~nz).sum()), floor * 2), "v", color="gray", markersize=5, fillstyle="none",
-                    label="exactly 0 (drawn at the bottom)")
-    bottom.axhline(tol, color=TOL_COLOR, linewidth=1.5, label=f"tolerance {tol:g}")
-    dmax = float(d.max()) if d.size else 0.0
-    bottom.set_ylim(floor, max(1e-3, 10 * dmax if np.isfinite(dmax) else 1e-3))
-    bottom.set_ylabel(f"|port - {ref}|")
-    bottom.set_xlabel("window start in the recording (s); window i covers [i, i + 2] s")
-    bottom.grid(alpha=0.3, which="both")
+    dmax = _diff_panel(bottom, t, np.abs(a - e), tol, ref, "|diff|",
+                       "window start in the recording (s); window i covers [i, i + 2] s")
     bottom.set_xlim(-0.5, max(len(t) - 0.5, 2.0))
     _outside_legend(fig, (top, bottom))
     fig.suptitle(f"per-window confidence, {len(e)} window{'s' if len(e) != 1 else ''}: max |diff| {dmax:.3g}",
@@ -727,14 +738,11 @@ def probs_figure(mpl, golden: np.ndarray, port: np.ndarray, labels: Sequence[str
                  ref: str = "transformers"):
     """HF: every label's probability per window (reference solid, port dashed) against the window start; below,
     the largest |diff| over the labels of each window against the tolerance."""
-    Figure = mpl[0]
-    e, a = np.asarray(golden, dtype=np.float64), np.asarray(port, dtype=np.float64)
-    t = np.asarray(starts_s, dtype=np.float64)
-    fig = Figure(figsize=(16, 6), dpi=DPI)
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    fig.subplots_adjust(left=0.06, right=0.985, top=0.88, bottom=0.09, hspace=0.1)
     from matplotlib import colormaps  # mpl is not None: matplotlib is installed
 
+    e, a = np.asarray(golden, dtype=np.float64), np.asarray(port, dtype=np.float64)
+    t = np.asarray(starts_s, dtype=np.float64)
+    fig, top, bottom = _per_window_axes(mpl)
     colors = colormaps["tab10"]
     for k in range(e.shape[1]):
         name = labels[k] if k < len(labels) else f"class {k}"
@@ -744,20 +752,8 @@ def probs_figure(mpl, golden: np.ndarray, port: np.ndarray, labels: Sequence[str
     top.set_ylim(-0.03, 1.03)
     top.set_ylabel("probability")
     top.grid(alpha=0.3)
-    d = np.abs(a - e).max(axis=1)
-    bottom.set_yscale("log")
-    nz = d > 0
-    floor = min([1e-10] + ([float(d[nz].min()) / 3] if nz.any() else []))
-    bottom.plot(t[nz], d[nz], "o", color="black", markersize=4, label="max |diff| over labels")
-    if (~nz).any():
-        bottom.plot(t[~nz], np.full(int((~nz).sum()), floor * 2), "v", color="gray", markersize=5, fillstyle="none",
-                    label="exactly 0 (drawn at the bottom)")
-    bottom.axhline(tol, color=TOL_COLOR, linewidth=1.5, label=f"tolerance {tol:g}")
-    dmax = float(d.max()) if d.size else 0.0
-    bottom.set_ylim(floor, max(1e-3, 10 * dmax if np.isfinite(dmax) else 1e-3))
-    bottom.set_ylabel(f"|port - {ref}|")
-    bottom.set_xlabel("window start in the recording (s)")
-    bottom.grid(alpha=0.3, which="both")
+    dmax = _diff_panel(bottom, t, np.abs(a - e).max(axis=1), tol, ref, "max |diff| over labels",
+                       "window start in the recording (s)")
     _outside_legend(fig, (top, bottom))
     fig.suptitle(f"per-window probabilities, {len(e)} window{'s' if len(e) != 1 else ''}: max |diff| {dmax:.3g}",
                  fontsize=12, y=0.985)
