@@ -6,9 +6,10 @@
  *
  * T = N * ceil(H/m) * ceil(W/m) tiles in (n, ty, tx) order; n = m + 2. Position-major layouts: the GEMM
  * reads rows of C contiguous floats (tile-major, with a power-of-two row stride, measured 2-3x slower: cache-set
- * conflicts). Loops run over blocks of 16 channels so the compiler vectorizes them (one clone
- * per ISA, picked at load by the CPU); every product and sum is rounded as written (-ffp-contract=off), so all
- * clones give the same bits. Work is split over tiles with plain pthreads (no second OpenMP runtime beside
+ * conflicts). Loops run over blocks of 16 channels so the compiler vectorizes them: one variant per ISA
+ * (AVX-512, AVX2, baseline x86-64), the best the CPU has by default, any other the CPU has on request
+ * (wino_set_isa), so a test exercises every variant on any machine instead of only the one it lands on (issue 19).
+ * Every product and sum is rounded as written (-ffp-contract=off), so all variants give the same bits. Work is split over tiles with plain pthreads (no second OpenMP runtime beside
  * torch's). The matrices are those of porting.winograd.matrices (tests/test_winograd.py checks the two agree).
  * No Python API: loaded with ctypes, so it does not depend on the torch or Python ABI.
  */
@@ -28,12 +29,10 @@ static const float AT4[4][6] = {{1, 1, 1, 1, 1, 0},
 static const float BT4[6][6] = {{2, -3, -4, 3, 2, 0},  {0, -2, 1, 5, 2, 0},  {0, -2, 5, -1, -2, 0},
                                 {0, 2, 1, -2, -1, 0},  {0, 1, -2, -1, 2, 0}, {0, 2, -3, -4, 3, 2}};
 
-int wino_abi(void) { return 1; }
+int wino_abi(void) { return 2; }
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define CLONES
+#if defined(__GNUC__) && defined(__x86_64__)
+#define X86 1
 #endif
 
 typedef struct {
@@ -84,7 +83,7 @@ typedef struct {
             }                                                                                           \
     } while (0)
 
-CLONES static void input_range(const void *ctx, int64_t t0, int64_t t1) {
+static inline __attribute__((always_inline)) void input_body(const void *ctx, int64_t t0, int64_t t1) {
     const job_t *J = (const job_t *)ctx;
     const int64_t m = J->m, th = (J->h + m - 1) / m, tw = (J->w + m - 1) / m, T = J->nb * th * tw;
     for (int64_t t = t0; t < t1; t++) {
@@ -131,7 +130,7 @@ CLONES static void input_range(const void *ctx, int64_t t0, int64_t t1) {
         }                                                                                               \
     } while (0)
 
-CLONES static void output_range(const void *ctx, int64_t t0, int64_t t1) {
+static inline __attribute__((always_inline)) void output_body(const void *ctx, int64_t t0, int64_t t1) {
     const job_t *J = (const job_t *)ctx;
     const int64_t m = J->m, th = (J->h + m - 1) / m, tw = (J->w + m - 1) / m, T = J->nb * th * tw;
     for (int64_t t = t0; t < t1; t++) {
@@ -148,8 +147,54 @@ CLONES static void output_range(const void *ctx, int64_t t0, int64_t t1) {
     }
 }
 
-/* ---- one fan-out for every kernel: items [0, n) split over plain pthreads, share 0 on the calling thread -------- */
+/* ---- the ISA variants: the same body compiled per target (GCC inlines a baseline body into a wider target) --- */
 typedef void (*range_fn)(const void *ctx, int64_t i0, int64_t i1);
+
+#define VARIANT(NAME, ATTR)                                                                             \
+    ATTR static void input_##NAME(const void *c, int64_t a, int64_t b) { input_body(c, a, b); }         \
+    ATTR static void output_##NAME(const void *c, int64_t a, int64_t b) { output_body(c, a, b); }
+
+VARIANT(base, )
+#ifdef X86
+VARIANT(avx2, __attribute__((target("avx2"))))
+VARIANT(avx512, __attribute__((target("avx512f"))))
+#endif
+
+/* ISA codes: 0 baseline, 1 AVX2, 2 AVX-512 (porting.winograd.ISAS). -1: not chosen yet (the best there is). */
+static int isa_now = -1;
+
+int wino_isa_supported(int isa) {
+    if (isa == 0) return 1;
+#ifdef X86
+    __builtin_cpu_init();
+    if (isa == 1) return __builtin_cpu_supports("avx2");
+    if (isa == 2) return __builtin_cpu_supports("avx512f");
+#endif
+    return 0;
+}
+
+static int isa_best(void) { return wino_isa_supported(2) ? 2 : wino_isa_supported(1) ? 1 : 0; }
+
+/* The variant every later call runs; refused (returns 0, nothing changed) where the CPU lacks the ISA. */
+int wino_set_isa(int isa) {
+    if (isa < 0 || isa > 2 || !wino_isa_supported(isa)) return 0;
+    isa_now = isa;
+    return 1;
+}
+
+int wino_isa(void) { return isa_now < 0 ? isa_best() : isa_now; }
+
+static range_fn pick(int output) {
+#ifdef X86
+    switch (wino_isa()) {
+    case 2: return output ? output_avx512 : input_avx512;
+    case 1: return output ? output_avx2 : input_avx2;
+    }
+#endif
+    return output ? output_base : input_base;
+}
+
+/* ---- one fan-out for every kernel: items [0, n) split over plain pthreads, share 0 on the calling thread -------- */
 typedef struct { range_fn fn; const void *ctx; int64_t i0, i1; } task_t;
 
 static void *run_task(void *arg) {
@@ -237,10 +282,10 @@ static void gemm_range(const void *ctx, int64_t i0, int64_t i1) {
 }
 #endif
 
+/* The AVX-512 GEMMs run only with the AVX-512 variant chosen (so choosing AVX2 forces the torch.bmm path). */
 int wino_has_gemm(void) {
 #ifdef HAVE_GEMM
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f");
+    return wino_isa() == 2;
 #else
     return 0;
 #endif
@@ -259,7 +304,7 @@ void wino_input(const float *x, float *v, int64_t nb, int64_t h, int64_t w, int6
     job_t j;
     memset(&j, 0, sizeof j);
     j.x = x; j.v = v; j.nb = nb; j.h = h; j.w = w; j.c = c; j.m = m;
-    parallel(input_range, &j, nb * ((h + m - 1) / m) * ((w + m - 1) / m), threads);
+    parallel(pick(0), &j, nb * ((h + m - 1) / m) * ((w + m - 1) / m), threads);
 }
 
 void wino_output(const float *mm, float *y, const float *bias, const float *res, int64_t nb, int64_t h, int64_t w,
@@ -267,5 +312,5 @@ void wino_output(const float *mm, float *y, const float *bias, const float *res,
     job_t j;
     memset(&j, 0, sizeof j);
     j.x = mm; j.y = y; j.bias = bias; j.res = res; j.nb = nb; j.h = h; j.w = w; j.c = k; j.m = m; j.relu = relu;
-    parallel(output_range, &j, nb * ((h + m - 1) / m) * ((w + m - 1) / m), threads);
+    parallel(pick(1), &j, nb * ((h + m - 1) / m) * ((w + m - 1) / m), threads);
 }

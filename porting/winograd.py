@@ -19,7 +19,9 @@ in float64).
 
 Two implementations of the same arithmetic: ``porting/_winograd.c`` (tile transforms vectorized over channels in
 NHWC, bias / residual / ReLU fused into the output transform; built at install when a C compiler is there) and
-the pure-torch ``winograd_conv2d_torch`` (any layout). Both run the per-position GEMMs with ``torch.bmm``.
+the pure-torch ``winograd_conv2d_torch`` (any layout). The C path runs the per-position GEMMs in C on AVX-512 and
+with ``torch.bmm`` elsewhere; the torch path always with ``torch.bmm``. Every one of these paths is forced and
+checked on every machine (``use_isa``, tests/test_winograd.py), not only the one the CPU would pick.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from __future__ import annotations
 import copy
 import ctypes
 import math
+import threading
+from contextlib import contextmanager
 from fractions import Fraction
 from functools import lru_cache
 
@@ -119,6 +123,10 @@ def winograd_conv2d_torch(x: Tensor, u: Tensor, m: int, bias: Tensor | None = No
 # ----------------------------------------------------------------------------------------------- C kernel
 
 _LIB: ctypes.CDLL | None | bool = False  # False: not looked for yet
+ABI = 2  # porting/_winograd.c's wino_abi(): a stale build of another layout is not loaded
+
+#: The kernel's ISA variants by code (porting/_winograd.c): each is the same arithmetic, bit for bit.
+ISAS = ("baseline", "avx2", "avx512f")  # baseline: the compiler's default target (x86-64: SSE2)
 
 
 def kernel() -> ctypes.CDLL | None:
@@ -135,21 +143,49 @@ def kernel() -> ctypes.CDLL | None:
         if spec is not None and spec.origin and not spec.origin.endswith(".py"):
             try:
                 lib = ctypes.CDLL(spec.origin)
-                i64, ptr = ctypes.c_int64, ctypes.c_void_p
-                lib.wino_input.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, ctypes.c_int]
-                lib.wino_output.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, ctypes.c_int, ctypes.c_int]
-                lib.wino_gemm.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, ctypes.c_int]
+                i64, ptr, cint = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+                lib.wino_input.argtypes = [ptr, ptr, i64, i64, i64, i64, i64, cint]
+                lib.wino_output.argtypes = [ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, cint, cint]
+                lib.wino_gemm.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, cint]
                 lib.wino_input.restype = lib.wino_output.restype = lib.wino_gemm.restype = None
-                if lib.wino_abi() == 1:
+                lib.wino_isa_supported.argtypes = lib.wino_set_isa.argtypes = [cint]
+                if lib.wino_abi() == ABI:
                     _LIB = lib
             except (OSError, AttributeError):
                 _LIB = None
     return _LIB
 
 
-@lru_cache(maxsize=None)
+def isas() -> list[str]:
+    """The kernel's ISA variants this CPU can run (none without the kernel), widest last."""
+    lib = kernel()
+    return [name for code, name in enumerate(ISAS) if lib is not None and lib.wino_isa_supported(code)]
+
+
+def isa() -> str | None:
+    """The variant the kernel runs now: the widest this CPU has, unless ``use_isa`` chose another."""
+    lib = kernel()
+    return ISAS[lib.wino_isa()] if lib is not None else None
+
+
+@contextmanager
+def use_isa(name: str):
+    """Run the kernel's ``name`` variant inside the block (``"avx2"`` on an AVX-512 CPU also takes the torch.bmm
+    GEMMs): how the tests prove every compiled path on every machine rather than only the one CI lands on."""
+    lib = kernel()
+    if lib is None:
+        raise RuntimeError("use_isa: the compiled winograd kernel is not built here")
+    before = lib.wino_isa()
+    if name not in ISAS or not lib.wino_set_isa(ISAS.index(name)):
+        raise ValueError(f"use_isa: this CPU cannot run the {name!r} variant; it can run {isas()}")
+    try:
+        yield
+    finally:
+        lib.wino_set_isa(before)
+
+
 def has_gemm() -> bool:
-    """The compiled GEMMs run here (AVX-512); elsewhere the C path takes torch.bmm for them."""
+    """The compiled GEMMs run now (the AVX-512 variant); elsewhere the C path takes torch.bmm for them."""
     lib = kernel()
     return bool(lib is not None and lib.wino_has_gemm())
 
@@ -158,16 +194,23 @@ def _ptr(t: Tensor | None):
     return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
 
-_SCRATCH: dict[str, Tensor] = {}
+_SCRATCH = threading.local()
 
 
 def _scratch(name: str, shape: tuple[int, ...]) -> Tensor:
     """A reused buffer: the transformed tiles of one layer are dead once the next layer starts, and a fresh
-    ~100 MB buffer per call costs its page faults (measured: half the time of a 64-channel layer)."""
+    ~100 MB buffer per call costs its page faults (measured: half the time of a 64-channel layer).
+
+    One per thread (two detectors in two threads must not share it), and always a normal tensor: one first
+    allocated under ``torch.inference_mode()`` is an inference tensor, and the ``torch.bmm(..., out=)`` of the
+    AVX2 path then fails in every later call made outside inference mode (issue 19: red on AVX2-only CPUs only,
+    because the AVX-512 GEMM writes through a pointer and never met the check)."""
     numel = math.prod(shape)
-    buf = _SCRATCH.get(name)
+    bufs = _SCRATCH.__dict__
+    buf = bufs.get(name)
     if buf is None or buf.numel() < numel:
-        buf = _SCRATCH[name] = torch.empty(numel)
+        with torch.inference_mode(False):
+            buf = bufs[name] = torch.empty(numel)
     return buf[:numel].view(shape)
 
 
@@ -379,7 +422,7 @@ def describe(model: nn.Module) -> tuple[str, list[str]]:
     convs = [(name, m) for name, m in model.named_modules() if isinstance(m, FastConv2d)]
     impl = {m.impl for _, m in convs if m.m is not None}
     if "c" in impl:
-        how = "compiled transforms, " + ("AVX-512 GEMMs" if has_gemm() else "torch.bmm GEMMs")
+        how = f"compiled transforms ({isa()}), " + ("AVX-512 GEMMs" if has_gemm() else "torch.bmm GEMMs")
     elif impl:
         how = "torch-op transforms (no compiled kernel), torch.bmm GEMMs"
     else:

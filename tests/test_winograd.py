@@ -89,6 +89,85 @@ def test_compiled_kernel_and_torch_ops_agree():
     assert torch.equal(W.winograd_conv2d_torch(x, u2, 2), W.winograd_conv2d_c(x, u2, 2))  # same order: same bits
 
 
+def _variants():
+    """Every compiled path this CPU can run (each ISA variant of the kernel; on AVX-512 the C GEMMs, else torch.bmm)
+    and the torch-op fallback: forced one by one, whatever variant the machine would pick by itself."""
+    out = [("torch", None)]
+    for name in W.isas():
+        out.append(("c", name))
+    return out
+
+
+def _fresh_scratch(monkeypatch):
+    monkeypatch.setattr(W, "_SCRATCH", __import__("threading").local())
+
+
+@pytest.mark.parametrize("first", ["inference_mode", "no_grad"])
+def test_every_path_in_either_grad_mode_order(first, monkeypatch):
+    """Issue 19: the AVX2 path's scratch buffer, first allocated under inference_mode, broke every later call
+    outside it ("Inplace update to inference tensor outside InferenceMode"). Each path, forced, runs under
+    inference_mode and no_grad in either order (and with grad enabled) from a fresh scratch, and every compiled
+    variant gives the torch-op path's bits (F(2,3), no packed weights: the same operation order)."""
+    if W.kernel() is None:
+        pytest.skip("the compiled kernel was not built here (no C compiler at install); the torch path is tested "
+                    "in test_rn18_without_the_compiled_kernel")
+    g = torch.Generator().manual_seed(5)
+    x, res = torch.randn(2, 64, 9, 13, generator=g), torch.randn(2, 32, 9, 13, generator=g)
+    w, b = torch.randn(32, 64, 3, 3, generator=g) / 10, torch.randn(32, generator=g)
+    u = W.transform_weight(w, 2)
+    packed = W.pack_weight(u)
+    modes = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad, "grad": torch.enable_grad}
+    order = [first, "no_grad" if first == "inference_mode" else "inference_mode", "grad", first]
+    ref = W.winograd_conv2d_torch(x, u, 2, b, res, relu=True)
+    assert "baseline" in W.isas()  # the baseline variant runs everywhere
+    for impl, isa in _variants():
+        _fresh_scratch(monkeypatch)
+        for mode in order:
+            with modes[mode]():
+                if impl == "torch":
+                    got = [W.winograd_conv2d_torch(x, u, 2, b, res, relu=True)]
+                else:
+                    with W.use_isa(isa):
+                        assert W.isa() == isa and W.has_gemm() == (isa == "avx512f")
+                        got = [W.winograd_conv2d_c(x, u, 2, b, res, relu=True),
+                               W.winograd_conv2d_c(x, u, 2, b, res, relu=True, packed=packed)]
+            assert torch.equal(got[0], ref), (impl, isa, mode)
+            if len(got) > 1:  # the C GEMM (AVX-512) sums in its own order: within the rounding bound, not bitwise
+                scale = float(F.conv2d(x.abs(), w.abs(), padding=1).max())
+                assert float((got[1] - ref).abs().max()) <= 64 * U32 * scale, (isa, mode)
+
+
+def test_use_isa_restores_and_refuses():
+    if W.kernel() is None:
+        pytest.skip("the compiled kernel was not built here (no C compiler at install)")
+    before = W.isa()
+    assert before == W.isas()[-1]  # by default the widest variant the CPU has
+    with W.use_isa("baseline"):
+        assert W.isa() == "baseline" and not W.has_gemm()
+    assert W.isa() == before
+    with pytest.raises(ValueError, match="cannot run"):
+        with W.use_isa("sse9"):
+            pass
+    if "avx512f" not in W.isas():  # an AVX2-only CPU refuses the AVX-512 variant rather than crash on it
+        with pytest.raises(ValueError, match="cannot run the 'avx512f' variant"):
+            with W.use_isa("avx512f"):
+                pass
+        assert not W.has_gemm()
+
+
+def test_scratch_is_per_thread_and_never_an_inference_tensor():
+    import threading
+
+    with torch.inference_mode():
+        a = W._scratch("probe", (4, 4))
+    assert not a.is_inference()
+    other = {}
+    t = threading.Thread(target=lambda: other.setdefault("buf", W._scratch("probe", (4, 4))))
+    t.start()
+    t.join()
+    assert other["buf"].data_ptr() != a.data_ptr()
+
+
 def test_fast_conv_folds_batch_norm():
     g = torch.Generator().manual_seed(3)
     conv = torch.nn.Conv2d(16, 32, 3, padding=1, bias=False)
@@ -143,6 +222,26 @@ def test_rn18_without_the_compiled_kernel(rn18, monkeypatch):
         logits = folded(case.tensors["X.model_input"])
     assert compare_rule("Y.logits", case.tensors["Y.logits"], logits, STRICT).passed
     assert "torch-op transforms" in W.describe(W.winograd_model(model))[0]
+
+
+@pytest.mark.parametrize("first", ["inference_mode", "no_grad"])
+def test_rn18_every_path_after_the_other_grad_mode(rn18, first, monkeypatch):
+    """The user's sequence: ``port detect`` (inference_mode), then ``port convert``'s verification (no_grad) in one
+    process, or the reverse, for every path forced: the same logits either way, inside the contract."""
+    model, config = rn18
+    case = load_case(GOLDEN / "cases" / "rn18__pcm16_16k_short.json")
+    x = case.tensors["X.model_input"][:2]
+    modes = {"inference_mode": torch.inference_mode, "no_grad": torch.no_grad}
+    second = "no_grad" if first == "inference_mode" else "inference_mode"
+    for impl, isa in _variants():
+        _fresh_scratch(monkeypatch)
+        fast = W.winograd_model(model.float(), impl)
+        outs = []
+        for mode in (first, second):
+            with modes[mode](), (W.use_isa(isa) if isa else torch.no_grad()):
+                outs.append(fast(x))
+        assert torch.equal(outs[0], outs[1]), (impl, isa)
+        assert compare_rule("Y.logits", case.tensors["Y.logits"][:2], outs[1], STRICT).passed, (impl, isa)
 
 
 def test_squeezenet_fire_expand_convs_are_rewritten():
