@@ -58,7 +58,7 @@ def _main(
 
 
 def _fail(err: Exception) -> None:
-    typer.echo(f"error: {err}", err=True)
+    typer.echo(f"error: {_one_line(err)}", err=True)
     raise typer.Exit(getattr(err, "exit_code", 1))
 
 
@@ -111,6 +111,10 @@ def inspect(
     """Print what a pickle contains (module tree, globals it names, tensors, classes, normalization, what was
     refused), or what an HF model folder holds (architecture from config and keys, labels, tensors,
     preprocessor), without executing anything or writing files."""
+    from .errors import MalformedModelError
+    from .outputs import check_name
+
+    _run(check_name, model, "model", MalformedModelError)
     if model.is_dir():
         from .hf.folder import format_inspect as format_report, inspect_folder as inspect_pickle
     else:
@@ -124,8 +128,8 @@ def inspect(
 def detect(
     audio: List[Path] = typer.Argument(..., help="recordings: WAV for OrcaHello (2-s windows, 1-s hop); WAV, FLAC or OGG for HF models"),
     model: Path = typer.Option(..., "--model", "-m", help="converted model DIR (from `port convert`), a learner .pkl, or an HF model folder"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write everything as JSON here: per-window outputs, events, and (OrcaHello) the legacy per-second table"),
-    csv_out: Optional[Path] = typer.Option(None, "--csv", help="write a CSV here: OrcaHello, one row per event (file, start_s, end_s, duration_s, peak_confidence, peak_s, mean_confidence, n_intervals); HF models, one row per window (file, start_s, end_s, partial, label, prob_<label>...)"),
+    json_out: Optional[str] = typer.Option(None, "--json", help="write everything as JSON here: per-window outputs, events, and (OrcaHello) the legacy per-second table"),
+    csv_out: Optional[str] = typer.Option(None, "--csv", help="write a CSV here: OrcaHello, one row per event (file, start_s, end_s, duration_s, peak_confidence, peak_s, mean_confidence, n_intervals); HF models, one row per window (file, start_s, end_s, partial, label, prob_<label>...)"),
     threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="a second (HF: a window) is in an event when its confidence is > this; OrcaHello's per-second calls use it too (legacy: 0.5)"),
     positive: Optional[str] = typer.Option(None, "--positive", help="HF models: the label whose probability makes events (default: no events, per-window rows only)"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
@@ -149,7 +153,8 @@ def detect(
     from .outputs import check_output_files, write_text_atomic
     from .summary import detection_csv, detection_payload, format_file, plural
 
-    _run(check_output_files, json_out=json_out, csv_out=csv_out)
+    _run(check_output_files, inputs=[(a, "recording") for a in audio] + [(model, "model")], json_out=json_out,
+         csv_out=csv_out)
     _run(check_device, device)
     _run(check_backend, backend)
     det = _run(load_detector, model, device=device, batch_size=batch_size, backend=backend, window_s=window_s,
@@ -162,7 +167,7 @@ def detect(
     def show(result, warnings: list[str]) -> None:  # as each file finishes: results on stdout, problems on stderr
         notes.append(warnings)
         for text in warnings:
-            typer.echo(f"warning: {text}", err=True)
+            typer.echo(f"warning: {_one_line(text)}", err=True)
         if isinstance(result, FileError):
             typer.echo(f"error: {result.message()}", err=True)
         else:
@@ -178,8 +183,8 @@ def detect(
         typer.echo(f"wrote {csv_out}")
     failed = [r for r in results if isinstance(r, FileError)]
     if failed and len(results) > 1:
-        typer.echo(f"{len(failed)} of {plural(len(results), 'recording')} failed: {', '.join(str(r.path) for r in failed)}",
-                   err=True)
+        typer.echo(_one_line(f"{len(failed)} of {plural(len(results), 'recording')} failed: "
+                             f"{', '.join(str(r.path) for r in failed)}"), err=True)
     if failed:
         raise typer.Exit(1)
 
@@ -194,8 +199,12 @@ def golden_verify(
 ):
     """Check every file of DIRECTORY against MANIFEST.json (sha256 and size): missing, extra and changed
     files, and cases whose model/audio no longer match. Exit 1 with the list when anything differs."""
+    from .errors import GoldenError
     from .golden import verify_store
+    from .outputs import check_name
     from .summary import plural
+
+    _run(check_name, directory, "directory", GoldenError)
 
     result = _run(verify_store, directory)
     if result.ok:
@@ -225,14 +234,22 @@ def parity(
     fingerprint; portable tier (A bitwise, FFT stages by the derived error model) against the others;
     confidences within 1e-5 and decisions exact in both. Exit 1 if any stage fails."""
     from .detect import check_device
-    from .outputs import check_output_dir, check_output_file, write_text_atomic
+    from .outputs import check_output_dir, check_output_files, write_text_atomic
     from .parity.report import format_table, write_report
     from .parity.run import reports_json, run_parity
 
+    from .errors import GoldenError
+    from .outputs import check_name, check_not_inputs
+
+    _run(check_name, golden, "golden", GoldenError)
+    if model is not None:
+        _run(check_name, model, "model", GoldenError)
+    inputs = [(golden, "golden store"), (model, "model")]
     if report is not None:
         _run(check_output_dir, report, "report", exists_ok=True)
+        _run(check_not_inputs, report, "report", inputs)
     if json_out is not None:
-        _run(check_output_file, json_out, "json_out")
+        _run(check_output_files, inputs=inputs, json_out=json_out)
     device = _run(check_device, device)
     if device.startswith("cuda"):
         import torch
@@ -259,18 +276,74 @@ def parity(
                            f"{', '.join(f'{r.case} ({r.capture})' for r in failed)}"))
 
 
+def _terminated(signum, frame) -> None:
+    """SIGTERM unwinds like Ctrl-C: every ``finally`` runs, so ``convert``'s temp directory and ``--json``'s temp
+    file are removed (the default action kills the process where it stands and leaves them)."""
+    raise SystemExit(128 + signum)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _run_app(prog_name: str) -> int:
+    """The app without click's standalone handling: a usage error (click's ClickException, vendored by typer or
+    not: recognised by its ``format_message``/``exit_code``) becomes one line naming the command's --help."""
+    try:
+        code = app(prog_name=prog_name, standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if not (hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int)):
+            raise
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            text = ctx.get_help()  # what giving nothing asks for (rich prints it and returns "")
+            if text:
+                print(text)
+        else:
+            where = f"`{ctx.command_path} --help`" if ctx is not None else f"`{prog_name} --help`"
+            print(f"error: {_one_line(exc.format_message())}; see {where}", file=sys.stderr)
+        return exc.exit_code
+
+
 def main(prog_name: str = "port") -> None:
     """The console entry point (`port`, `python -m porting`): the app, then an exit without the interpreter's
     teardown. Everything is written and flushed by then (outputs atomically, by the commands); what is skipped is
     freeing torch's and onnxruntime's state module by module: measured 0.3 s of a 3.0-s `port detect` on the bundled
-    recording (2 cores)."""
+    recording (2 cores).
+
+    Every way out is one line on stderr: a usage error (a bad option value) as ``error: <click's reason>; see
+    `port CMD --help```, exit 2, instead of click's boxed panel; an exception porting did not expect as
+    ``error: internal error (Type: reason) ...``, exit 70, its traceback shown only with ``PORTING_DEBUG=1`` (the
+    hostile-input tests set it, so such a case fails them)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminated)
     code = 0
+    args = sys.argv[1:]
     try:
-        app(prog_name=prog_name)
-    except SystemExit as exc:  # typer's standalone mode always ends in one
+        code = _run_app(prog_name)
+    except SystemExit as exc:  # typer.Exit inside a command; SIGTERM (_terminated)
         if isinstance(exc.code, str):
             print(exc.code, file=sys.stderr)
         code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        if code == 128 + signal.SIGTERM:
+            print("error: terminated (SIGTERM); nothing half-written was left behind", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing half-written was left behind", file=sys.stderr)
+        code = 130
+    except Exception as exc:  # noqa: BLE001 -- the last line of defence: one line, never a traceback wall
+        if os.environ.get("PORTING_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: internal error ({type(exc).__name__}: {_one_line(exc)[:300]}) running `{prog_name} "
+              f"{' '.join(args[:1])}`; this is a bug in porting: please report it with PORTING_DEBUG=1 set for the "
+              "traceback", file=sys.stderr)
+        code = 70
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -22,7 +22,7 @@ from .frontend.config import FrontendConfig
 from .layers import build_model, build_module
 from .learner import LearnerSpec, read_learner
 from .learner.spec import ModuleNode
-from .outputs import check_output_dir, spell
+from .outputs import check_name, check_not_inputs, check_output_dir, spell
 
 CONFIG_FORMAT = "porting.model/1"
 WEIGHTS_NAME = "model.safetensors"
@@ -59,29 +59,39 @@ def make_config(spec: LearnerSpec) -> dict:
 
 def _write_atomically(out: Path, overwrite: bool, fill) -> None:
     """Create ``out`` by filling a temp dir beside it (``fill(tmp)``) and renaming it into place: a failure
-    leaves nothing behind, and an existing ``out`` (with ``overwrite``) is replaced only once all is written."""
+    leaves nothing behind, and an existing ``out`` (with ``overwrite``) is replaced only once all is written.
+
+    The old ``out`` is first renamed to a hidden sibling (one atomic rename, no directory created for it), then the
+    new one renamed into place; if that second rename fails the old one is renamed back. SIGTERM reaches here as
+    ``SystemExit`` (porting.cli), so the ``finally`` cleans up as for Ctrl-C."""
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)  # like `mkdir -p`; only the final rename makes `out` appear
     except OSError as exc:
         raise ExportError(f"{out}: cannot create parent directory {parent} ({exc.strerror}); choose another "
                           f"{spell('out')}") from exc
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:64]}.", suffix=".tmp", dir=parent))
+    old = None
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the result should look like any new directory
         fill(tmp)
         if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
-            os.rename(out, old / out.name)
-            os.rename(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+            old = tmp.with_name(tmp.name[:-len(".tmp")] + ".old")
+            os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                os.rename(old, out)
+                old = None
+                raise
         else:
             os.rename(tmp, out)
     except OSError as exc:
         raise ExportError(f"{out}: cannot write the converted model ({exc.strerror or exc}); check the directory") from exc
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _write_model(tmp: Path, state: dict, config: dict, sha256: str) -> None:
@@ -116,8 +126,13 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     when an artifact misses the parity contract, ``out`` is still written (the artifact marked FAILED in
     parity.json) and ``ExportError`` is raised, unless ``strict=False`` (then check ``summary["exports"]["passed"]``).
     """
+    check_name(model, "model", MalformedModelError)
     model, out = Path(model), Path(out)
     check_output_dir(out, "out", exists_ok=overwrite, replace=True)  # before reading anything
+    check_not_inputs(out, "out", [(model, "model")])  # `--out d --force` on d/m.pkl would delete the source
+    if golden is not None and not (Path(golden) / "cases").is_dir():
+        raise ExportError(f"{spell('golden', golden)}: not a golden store (no cases/ folder); pass golden/ (learners) "
+                          "or golden/hf (Hugging Face folders), or drop the option")
     exports = _formats(exports)
     from .hf.folder import is_hf_folder
 

@@ -16,10 +16,10 @@ from typing import Callable, Iterable
 import torch
 
 from .aggregate import Aggregate, AggregateConfig, aggregate
-from .errors import PortingError, UnsupportedModelError
+from .errors import AudioError, MalformedModelError, PortingError, UnsupportedModelError
 from .events import Event, second_events
 from .frontend.stream import TruncatedAudioWarning
-from .outputs import spell
+from .outputs import check_name, name_problem, spell
 from .frontend.config import FrontendConfig
 from .frontend.decode import AudioInfo, probe
 from .frontend.windows import iter_windows, plan_windows
@@ -136,7 +136,23 @@ def check_backend(backend: str) -> str:
     return backend
 
 
+#: The most windows one forward pass may take: beyond it a batch only costs memory (32 already keeps 2 cores busy;
+#: measured per batch in tools/bench), and a typo such as 1000000000 would allocate until the machine dies.
+MAX_BATCH = 1024
+
+
+def check_batch_size(batch_size) -> int | None:
+    """None (the family's default) or an int in [1, MAX_BATCH]; one-line error otherwise."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+        raise UnsupportedModelError(f"{spell('batch_size', batch_size)}: windows per forward pass must be an integer "
+                                    f"from 1 to {MAX_BATCH} (default 32; HF models 16)")
+    return batch_size
+
+
 def check_threshold(threshold) -> float:
+    # `not 0 <= t <= 1` is also true for NaN (every comparison with NaN is false)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise UnsupportedModelError(f"{spell('threshold', threshold)}: the threshold is a probability; "
                                     "use a number in [0, 1] (legacy: 0.5)")
@@ -176,12 +192,13 @@ class FileError:
         name = f"{self.path.name}: "
         if text.startswith(name) and not text.startswith(f"{self.path}: "):
             text = text[len(name):]  # named by its bare name (the legacy wav_filename): use the path given
-        return text if str(self.path) in text else f"{self.path}: {text}"
+        text = text if str(self.path) in text else f"{self.path}: {text}"
+        return " ".join(text.split())  # one line even for a file name holding a newline
 
     def reason(self) -> str:
         """``message()`` without the leading path: what is wrong and what to do."""
-        text = self.message()
-        return text[len(f"{self.path}: "):] if text.startswith(f"{self.path}: ") else text
+        text, head = self.message(), " ".join(f"{self.path}: ".split()) + " "
+        return text[len(head):] if text.startswith(head) else text
 
     def to_dict(self) -> dict:
         return {"file": str(self.path), "error": {"type": type(self.error).__name__, "message": str(self.error)}}
@@ -355,9 +372,11 @@ def run_many(det, paths: Iterable[str | Path], progress: bool = False,
         with warnings.catch_warnings(record=True) as rec:
             warnings.simplefilter("always")
             try:
-                plans.append(int(det.n_windows(p)))
+                plans.append(int(det.n_windows(_lookable(p))))
             except PortingError as err:
                 plans.append(err)
+            except OSError as exc:  # a file that vanished or turned unreadable between two looks: that file only
+                plans.append(_unreadable(p, exc))
         caught.append(rec)
     total = sum(n for n in plans if isinstance(n, int))
     out: list = []
@@ -380,6 +399,8 @@ def run_many(det, paths: Iterable[str | Path], progress: bool = False,
                         res = det.run(p, on_batch=step)
                     except PortingError as err:
                         res = FileError(p, err)
+                    except OSError as exc:
+                        res = FileError(p, _unreadable(p, exc))
             if isinstance(plan, int) and done < plan:
                 bar.update(plan - done)
             out.append(res)
@@ -394,6 +415,19 @@ def run_many(det, paths: Iterable[str | Path], progress: bool = False,
                 with tqdm.external_write_mode():
                     on_file(res, mine)
     return out
+
+
+def _lookable(path: Path) -> Path:
+    """``path`` if the OS can look it up; an ``AudioError`` for that file alone otherwise (a name over 255 bytes
+    used to raise ``OSError`` before any file was scored, losing the batch)."""
+    problem = name_problem(path)
+    if problem:
+        raise AudioError(f"{path}: {problem}; rename the file")
+    return path
+
+
+def _unreadable(path: Path, exc: OSError) -> AudioError:
+    return AudioError(f"{path}: cannot read ({exc.strerror or type(exc).__name__}); check the file and its permissions")
 
 
 def is_hf_model(model_path: str | Path) -> bool:
@@ -422,6 +456,8 @@ def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int |
     device = check_device(device)
     check_backend(backend)
     threshold = check_threshold(threshold)
+    batch_size = check_batch_size(batch_size)
+    check_name(model_path, "model", MalformedModelError)
     if is_hf_model(model_path):
         from .hf.detect import HFDetector
 

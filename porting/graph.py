@@ -84,6 +84,21 @@ class StageGraph:
         return self.positive_index
 
 
+MIN_WINDOW_S, MAX_WINDOW_S, MIN_HOP_S = 0.05, 3600.0, 0.01
+
+
+def _seconds(value, param: str) -> float:
+    """A finite number of seconds (NaN and inf are refused here: ``round(nan * rate)`` raises deep inside)."""
+    import math
+
+    from .outputs import spell
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UnsupportedModelError(f"{spell(param, value)}: not a finite number of seconds; pass seconds "
+                                    "such as 1 or 0.5")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class HFStageGraph:
     """The Hugging Face family chain: ``A.waveform`` (a window at the feature extractor's rate) -> ``F.input_values``
@@ -122,13 +137,22 @@ class HFStageGraph:
                    (config.get("source") or {}).get("file") or "model")
 
     def with_windows(self, window_s: float | None = None, hop_s: float | None = None) -> "HFStageGraph":
+        """The graph with ``window_s``/``hop_s`` (None: keep the model's). Both finite, the window from
+        ``MIN_WINDOW_S`` (the CNN front end of wav2vec2 needs 400 samples, AST's fbank one 25-ms frame: 0.05 s leaves
+        room for either) to ``MAX_WINDOW_S``, the hop from ``MIN_HOP_S`` (a window every 10 ms already repeats each
+        sample 100 times per second of window) up to the window (every sample scored)."""
         from dataclasses import replace
 
-        w = self.window_s if window_s is None else float(window_s)
-        h = float(hop_s) if hop_s is not None else (w if window_s is not None else self.hop_s)  # hop follows window
-        if w <= 0 or h <= 0 or h > w:
-            raise UnsupportedModelError(f"--window-s {w:g} / --hop-s {h:g}: need 0 < hop <= window (seconds), so that "
-                                        "every sample is scored")
+        from .outputs import spell
+
+        w = self.window_s if window_s is None else _seconds(window_s, "window_s")
+        h = _seconds(hop_s, "hop_s") if hop_s is not None else (w if window_s is not None else self.hop_s)
+        if not MIN_WINDOW_S <= w <= MAX_WINDOW_S:
+            raise UnsupportedModelError(f"{spell('window_s', window_s)}: out of range; pass a window of "
+                                        f"{MIN_WINDOW_S:g} to {MAX_WINDOW_S:g} seconds")
+        if not MIN_HOP_S <= h <= w:
+            raise UnsupportedModelError(f"{spell('hop_s', h)}: out of range; pass a hop of {MIN_HOP_S:g} s to the "
+                                        f"window ({w:g} s), so that every sample is scored")
         return replace(self, window_s=w, hop_s=h)
 
     @property

@@ -9,6 +9,10 @@ names an option (the Python parameter, or the CLI flag when the CLI is the calle
   ``--report``).
 * ``write_text_atomic(path, text)``: a temp file in the same directory, flushed, then ``os.replace``d onto
   ``path``: a reader sees the old file or the new one, never half of one, and a failure leaves nothing.
+* ``check_not_inputs(out, option, inputs)``: an output that is, or contains, one of the command's inputs is refused
+  before any work (``--json rec.wav`` would replace the recording; ``--out`` the folder holding the model).
+* ``check_name(path, option)``: a path the OS cannot name (a component over NAME_MAX bytes, a NUL) is refused in
+  one line instead of an ``OSError`` from the first ``stat``.
 
 ``spell(param, value)`` is how a library error names an option: ``overwrite=True`` / ``device='tpu'`` for a
 Python caller, ``--force`` / ``--device tpu`` while the CLI runs (``cli_spelling(FLAGS)`` maps parameters to
@@ -56,11 +60,73 @@ def spell(param: str, value=_MISSING) -> str:
     return f"{flag} {value}"
 
 
+NAME_MAX = 255  # bytes per path component on Linux file systems (os.pathconf refines it where the path exists)
+PATH_MAX = 4096
+
+
+def name_problem(path: str | Path) -> str | None:
+    """Why the OS cannot even look ``path`` up (component or path too long, NUL byte), or None."""
+    raw = os.fsencode(os.fspath(path))
+    if b"\0" in raw:
+        return "contains a NUL byte"
+    if len(raw) >= PATH_MAX:
+        return f"path longer than {PATH_MAX - 1} bytes"
+    longest = max((len(part) for part in raw.split(b"/")), default=0)
+    if longest > NAME_MAX:
+        return f"a name in it is {longest} bytes, longer than the {NAME_MAX} a file name may have"
+    return None
+
+
+def check_name(path: str | Path, option: str, error: type[PortingError] = OutputError) -> Path:
+    """``path`` if the OS can look it up; else ``error`` naming the option."""
+    problem = name_problem(path)
+    if problem:
+        raise error(f"{_short(path)}: {problem}; choose another {spell(option)}")
+    return Path(path)
+
+
+def _short(path: str | Path) -> str:
+    """A path for a one-line message: names over 80 characters shortened in the middle."""
+    text = os.fspath(path)
+    return text if len(text) <= 120 else f"{text[:60]}...{text[-50:]}"
+
+
 def _first_existing(path: Path) -> Path:
     p = path
     while not p.exists() and p != p.parent:
         p = p.parent
     return p
+
+
+def _under(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)  # hard links and symlinks alike
+    except OSError:
+        return False
+
+
+def check_not_inputs(out: str | Path, option: str, inputs: "list[tuple[str | Path, str]]") -> None:
+    """Refuse an output path that is one of ``inputs`` (``(path, what)``: the same file, through any link) or a
+    directory that contains one (``--out`` replaces the whole directory). Nothing is created."""
+    out = Path(out)
+    real_out = out.resolve()
+    for inp, what in inputs:
+        if inp is None or name_problem(inp):
+            continue
+        inp = Path(inp)
+        real_in = inp.resolve()
+        if real_out == real_in or _same_file(out, inp):
+            raise OutputError(f"{out}: is the {what} this command reads ({inp}); choose another {spell(option)}")
+        if _under(real_in, real_out):
+            raise OutputError(f"{out}: contains the {what} this command reads ({inp}), and would be replaced; "
+                              f"choose another {spell(option)}")
+        if real_in.is_dir() and _under(real_out, real_in):
+            raise OutputError(f"{out}: is inside the {what} folder this command reads ({inp}); choose another "
+                              f"{spell(option)} outside it")
 
 
 def _check_parent(path: Path, option: str, what: str) -> None:
@@ -92,9 +158,14 @@ def check_output_file(path: str | Path, option: str = "path") -> Path:
     An existing regular file is fine (it is replaced at the end); a directory or a special file (device, FIFO,
     socket) is refused, so ``os.replace`` never lands on one. Nothing is created.
     """
-    path = Path(path)
-    if str(path) in ("", "."):
+    text = os.fspath(path)
+    if text == "":
         raise OutputError(f"{spell(option)}: empty path; pass a file name")
+    if text.endswith("/") or Path(text).name in ("", ".", ".."):  # `--json newdir/` is a directory, not a file name
+        raise OutputError(f"{text}: names a directory; {spell(option)} takes a file path (e.g. "
+                          f"{text.rstrip('/') or '.'}/results.{'csv' if 'csv' in option else 'json'})")
+    check_name(path, option)
+    path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: is a directory; {spell(option)} takes a file path (a file inside it, for example)")
     if path.exists() and not path.is_file():
@@ -103,13 +174,15 @@ def check_output_file(path: str | Path, option: str = "path") -> Path:
     return path
 
 
-def check_output_files(**paths: str | Path | None) -> None:
-    """``check_output_file`` for each ``option=path`` given (None: not asked for), and no file named twice."""
+def check_output_files(inputs: "list[tuple[str | Path, str]]" = (), **paths: str | Path | None) -> None:
+    """``check_output_file`` for each ``option=path`` given (None: not asked for), none of them one of ``inputs``
+    (``check_not_inputs``), and no file named twice."""
     seen: dict[Path, str] = {}
     for option, path in paths.items():
         if path is None:
             continue
         path = check_output_file(path, option)
+        check_not_inputs(path, option, list(inputs))
         key = path.resolve()
         if key in seen:
             raise OutputError(f"{path}: given to both {spell(seen[key])} and {spell(option)}; use two files")
@@ -124,9 +197,10 @@ def check_output_dir(path: str | Path, option: str = "out", exists_ok: bool = Tr
     ``exists_ok=False``: an existing ``path`` is refused, naming ``overwrite`` (spelled for the caller:
     ``overwrite=True`` or ``--force``). Nothing is created.
     """
-    path = Path(path)
     if str(path) == "":
         raise OutputError(f"{spell(option)}: empty path; pass a directory name")
+    check_name(path, option)
+    path = Path(path)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is not a directory; choose another {spell(option)}")
     if path.is_dir():
