@@ -59,6 +59,13 @@ Quirks of the reference reproduced here (each tested in ``tests/test_hf_sewd.py`
   a list of characters, which disables both relative terms (but keeps scale_factor 1). Reproduced as is.
 * The encoder ``conv`` module (``ConvLayer``) convolves the encoder INPUT (hidden_states[0]), not the layer-0
   output, masks it, applies ``conv_act``, adds the layer-0 output, LayerNorms and multiplies by the mask.
+  transformers 4.x appends the layer-0 output AFTER that conv to ``hidden_states`` (``SEWDTransformerEncoder.forward``
+  builds the tuple itself); 5.x records ``hidden_states`` with output-capturing hooks on each ``SEWDLayer``
+  (``_can_record_outputs``, ``utils/output_capturing.py``), i.e. entry 1 is the layer-0 output BEFORE the conv,
+  while the conv'd tensor still feeds layer 1. With ``use_weighted_layer_sum`` the logits differ
+  (``SEWDTransformerEncoder.transformers_semantics``, ``porting.hf.semantics``).
+* ``pos_att_type`` as a string under 5.x: ``SEWDConfig`` is a dataclass that keeps the string, and
+  ``"c2p" in "p2c|c2p"`` is a substring test: both terms ON (``sewd_config(..., semantics=5)``).
 * Classification head (``SEWDForSequenceClassification.forward``): without ``use_weighted_layer_sum`` it reads the
   upsampled last_hidden_state, so with T' % sf != 0 the zero-padded tail frames enter the mean as
   ``projector.bias`` (also under an attention_mask, for rows whose valid length reaches them). With
@@ -87,6 +94,7 @@ from torch import Tensor, nn
 
 from porting.errors import UnsupportedModelError
 from porting.hf.base import Activation, EncoderOutput, Intermediate
+from porting.hf.semantics import SEMANTICS_KEY, of as semantics_of
 from porting.hf.wav2vec2 import (
     FeatureEncoder,
     PositionalConvEmbedding,
@@ -134,15 +142,29 @@ SEWD_DEFAULTS = {
 }
 
 
+def pos_att_types(value, semantics: int = 4) -> list[str]:
+    """The relative terms ``DisentangledSelfAttention`` tests with ``"c2p" in pos_att_type``. 4.x:
+    ``SEWDConfig.__init__`` does ``list(pos_att_type)``, so a string becomes its characters (no term matches).
+    5.x: the dataclass config keeps a string and ``in`` is a substring test, so ``"p2c|c2p"`` turns both on."""
+    if value is None:
+        return []
+    if isinstance(value, str) and semantics >= 5:
+        return [t for t in ("c2p", "p2c") if t in value]
+    return list(value)
+
+
 def sewd_config(config: dict) -> dict:
     """The HF config dict completed with SEWDConfig's defaults, normalised as ``SEWDConfig.__init__`` does (the
-    CNN settings checked as wav2vec2's, ``porting.hf.wav2vec2.check_feature_encoder_config``)."""
+    CNN settings checked as wav2vec2's, ``porting.hf.wav2vec2.check_feature_encoder_config``). ``pos_att_type`` is
+    kept as given; ``pos_att_types`` reads it under the semantics in force."""
     cfg = dict(SEWD_DEFAULTS)
-    keep = set(SEWD_DEFAULTS) | {"add_adapter"}
+    keep = set(SEWD_DEFAULTS) | {"add_adapter", SEMANTICS_KEY}
     cfg.update({k: v for k, v in config.items() if k in keep})
     check_feature_encoder_config(cfg)
-    # SEWDConfig: self.pos_att_type = list(pos_att_type) -- a string becomes a list of characters.
-    cfg["pos_att_type"] = list(cfg["pos_att_type"]) if cfg["pos_att_type"] is not None else []
+    pat = cfg["pos_att_type"]
+    if pat is not None and not (isinstance(pat, str) or (isinstance(pat, (list, tuple)) and all(isinstance(t, str) for t in pat))):
+        raise UnsupportedModelError(f"SEW-D config pos_att_type={pat!r}: expected a list of 'p2c'/'c2p'")
+    cfg["pos_att_type"] = pat if isinstance(pat, str) or pat is None else list(pat)
     if cfg["attention_head_size"] is None:
         if cfg["hidden_size"] % cfg["num_attention_heads"]:
             raise UnsupportedModelError("SEW-D config: hidden_size is not a multiple of num_attention_heads")
@@ -197,7 +219,7 @@ class DisentangledSelfAttention(nn.Module):
         self.key_proj = nn.Linear(h, all_head)
         self.value_proj = nn.Linear(h, all_head)
         self.share_att_key = bool(cfg["share_att_key"])
-        self.pos_att_type = list(cfg["pos_att_type"])
+        self.pos_att_type = pos_att_types(cfg["pos_att_type"], semantics_of(cfg))
         self.c2p, self.p2c = "c2p" in self.pos_att_type, "p2c" in self.pos_att_type
         self.relative_attention = bool(cfg["relative_attention"])
         self.scale_factor = 1 + int(self.c2p) + int(self.p2c)
@@ -339,6 +361,7 @@ class SEWDTransformerEncoder(nn.Module):
         if "layer_norm" in self.norm_rel_ebd:
             self.LayerNorm = nn.LayerNorm(cfg["hidden_size"], cfg["layer_norm_eps"], elementwise_affine=True)
         self.conv = EncoderConv(cfg) if int(cfg["conv_kernel_size"]) > 0 else None
+        self.transformers_semantics = semantics_of(cfg)
 
     def rel_embedding(self) -> Tensor | None:
         if not self.relative_attention:
@@ -346,8 +369,9 @@ class SEWDTransformerEncoder(nn.Module):
         emb = self.rel_embeddings.weight
         return self.LayerNorm(emb) if "layer_norm" in self.norm_rel_ebd else emb
 
-    def forward(self, x: Tensor, mask: Tensor) -> list[Tensor]:
-        """x [B, N, H], mask int64 [B, N] -> [x, layer_1, ..., layer_L] (transformers' ``hidden_states``)."""
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[list[Tensor], Tensor]:
+        """x [B, N, H], mask int64 [B, N] -> ([x, layer_1, ..., layer_L] (transformers' ``hidden_states``), the
+        encoder's output). Entry 1 is after the conv module under 4.x semantics, before it under 5.x."""
         mask4 = mask[:, None, None, :] * mask[:, None, :, None]  # get_attention_mask: pairwise [B, 1, N, N]
         rel_pos = None
         if self.relative_attention:
@@ -360,9 +384,14 @@ class SEWDTransformerEncoder(nn.Module):
         for i, layer in enumerate(self.layer):
             h = layer(h, mask4, rel_pos, rel_emb)
             if i == 0 and self.conv is not None:
+                if self.transformers_semantics >= 5:
+                    states.append(h)  # 5.x: the hook on SEWDLayer records the output before the conv
                 h = self.conv(x, h, mask)
+                if self.transformers_semantics < 5:
+                    states.append(h)
+                continue
             states.append(h)
-        return states
+        return states, h
 
 
 class Upsampling(nn.Module):
@@ -415,8 +444,8 @@ class SEWDEncoder(nn.Module):
         else:
             valid = frame_mask.long().sum(-1) // self.squeeze_factor
             mask = (torch.arange(n, device=x.device)[None, :] < valid[:, None]).long()
-        states = self.encoder(h, mask)
-        up = self.upsample(states[-1])
+        states, out = self.encoder(h, mask)
+        up = self.upsample(out)
         up = F.pad(up, (0, 0, 0, t % self.squeeze_factor))  # T' - (T'//sf)*sf zero frames; none when sf | T'
         return states, up
 
