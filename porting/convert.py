@@ -185,6 +185,10 @@ def _convert_hf(model: Path, out: Path, overwrite: bool, exports, log, strict: b
             from .hf.export import export_hf
 
             parity = export_hf(net, config, tmp, exports, log=log, golden=golden)
+        from .hf.model import model_card
+
+        (tmp / "README.md").write_text(model_card(config, parity))
+        os.chmod(tmp / "README.md", 0o644)
 
     _write_atomically(out, overwrite, fill)
     summary = {
@@ -222,6 +226,8 @@ def format_summary(summary: dict) -> str:
             f"  normalize {summary['normalize']}, activation {summary['activation']}",
             f"  {_n(summary['stubbed'], 'pickle global')} kept as inert records (nothing executed)",
         ]
+        + ([f"  follows transformers {summary['transformers_semantics']['major']}.x semantics "
+            f"({summary['transformers_semantics']['note']})"] if summary.get("transformers_semantics") else [])
     )
 
 

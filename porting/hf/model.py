@@ -185,3 +185,42 @@ def check_converted_semantics(config: dict, path: Path, requested) -> None:
     if want is not None and want != have:
         raise UnsupportedModelError(f"{path}: converted with transformers {have}.x semantics; re-run `port convert "
                                     f"--transformers-semantics {want}` on the HF folder for {want}.x")
+
+
+def model_card(config: dict, parity: dict | None = None) -> str:
+    """``README.md`` of a converted HF folder: what it is, which transformers semantics it follows and why, how to
+    run it; parity.json holds the numbers."""
+    from .semantics import DIFFERENCES, describe
+
+    sem = config["transformers_semantics"]
+    lines = [
+        f"# {config['source']['file']} (ported by porting {config['porting_version']})",
+        "",
+        f"- architecture: {config['hf_architecture']}",
+        f"- labels: {', '.join(config['classes'])} ({config['activation']['name']})",
+        f"- source weights: {config['source']['weights_file']} (sha256 "
+        f"{config['source']['sha256'].get(config['source']['weights_file'], '?')})",
+        f"- windows: {config['windows']['window_s']} s, hop {config['windows']['hop_s']} s at "
+        f"{config['windows']['sample_rate']} Hz ({config['windows']['why']})",
+        f"- semantics: {describe(sem)}",
+        "",
+        "## transformers semantics",
+        "",
+        f"This conversion computes what transformers {sem['major']}.x computes for this checkpoint (config.json "
+        "`transformers_semantics`). transformers 4.x and 5.x differ for these architectures in:",
+        "",
+    ]
+    lines += [f"- `{k}`: {v}" for k, v in DIFFERENCES.items()]
+    lines += [
+        "",
+        "To follow the other major, convert again with `port convert HF_DIR --out DIR --transformers-semantics 4|5`.",
+        "",
+        "## Run",
+        "",
+        "    port detect REC.wav --model DIR [--json OUT]",
+        "",
+    ]
+    if parity is not None:
+        lines += ["## Parity", "", f"parity.json: {'every artifact passed' if parity['passed'] else 'SOME ARTIFACT FAILED'}"
+                  f" ({', '.join(parity['artifacts']) or 'no artifact'}); golden: {parity['golden'] or 'none'}", ""]
+    return "\n".join(lines)

@@ -34,7 +34,10 @@ DIFFERENCES = {
         "4.x, before it in 5.x; use_weighted_layer_sum sums a different term"),
     "sewd-pos-att-type-string": (
         "SEW-D pos_att_type given as a string (\"p2c|c2p\"): 4.x's SEWDConfig makes it a list of characters "
-        "(both relative terms off), 5.x keeps the string and tests substrings (both on)"),
+        "(both relative terms off), 5.x's strict dataclass config refuses to load it"),
+    "ast-last-hidden-state": (
+        "AST: hidden_states[-1] is last_hidden_state (after ASTModel.layernorm) in 4.57 (check_model_inputs), the "
+        "last layer's raw output in 5.x (tie_last_hidden_states=False); logits unchanged"),
 }
 
 _VERSION = re.compile(r"^\s*(\d+)\.(\d+)")

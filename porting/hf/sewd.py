@@ -64,8 +64,9 @@ Quirks of the reference reproduced here (each tested in ``tests/test_hf_sewd.py`
   (``_can_record_outputs``, ``utils/output_capturing.py``), i.e. entry 1 is the layer-0 output BEFORE the conv,
   while the conv'd tensor still feeds layer 1. With ``use_weighted_layer_sum`` the logits differ
   (``SEWDTransformerEncoder.transformers_semantics``, ``porting.hf.semantics``).
-* ``pos_att_type`` as a string under 5.x: ``SEWDConfig`` is a dataclass that keeps the string, and
-  ``"c2p" in "p2c|c2p"`` is a substring test: both terms ON (``sewd_config(..., semantics=5)``).
+* ``pos_att_type`` as a string under 5.x: ``SEWDConfig`` is a strict dataclass (huggingface_hub
+  ``StrictDataclassFieldValidationError``: "expected a list, got str"), so transformers 5.25 refuses to load such a
+  config at all; the port refuses it too under 5.x semantics (``pos_att_types``).
 * Classification head (``SEWDForSequenceClassification.forward``): without ``use_weighted_layer_sum`` it reads the
   upsampled last_hidden_state, so with T' % sf != 0 the zero-padded tail frames enter the mean as
   ``projector.bias`` (also under an attention_mask, for rows whose valid length reaches them). With
@@ -145,11 +146,14 @@ SEWD_DEFAULTS = {
 def pos_att_types(value, semantics: int = 4) -> list[str]:
     """The relative terms ``DisentangledSelfAttention`` tests with ``"c2p" in pos_att_type``. 4.x:
     ``SEWDConfig.__init__`` does ``list(pos_att_type)``, so a string becomes its characters (no term matches).
-    5.x: the dataclass config keeps a string and ``in`` is a substring test, so ``"p2c|c2p"`` turns both on."""
+    5.x: the strict dataclass config refuses a string when it loads (measured, transformers 5.25.0), so do we."""
     if value is None:
         return []
     if isinstance(value, str) and semantics >= 5:
-        return [t for t in ("c2p", "p2c") if t in value]
+        raise UnsupportedModelError(
+            f"SEW-D config pos_att_type={value!r} is a string: transformers 5.x refuses to load it (its SEWDConfig "
+            "wants a list such as [\"p2c\", \"c2p\"]); 4.x reads it as a list of characters, i.e. both relative "
+            "terms off: pass --transformers-semantics 4 for that, or fix config.json")
     return list(value)
 
 
