@@ -190,6 +190,9 @@ def read_hf_folder(path: str | Path, transformers_semantics=None) -> HFSpec:
 
 def inspect_folder(path: str | Path, transformers_semantics=None) -> dict:
     """JSON-safe report for ``port inspect DIR``: files, architecture, labels, tensors, preprocessor, problems."""
+    from .semantics import check_override
+
+    check_override(transformers_semantics)  # a bad option is an error, not a problem of the folder
     folder = Path(path)
     report: dict = {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir()) if folder.is_dir() else [],
                     "problems": []}
