@@ -200,3 +200,23 @@ def test_detect_on_an_hf_folder_follows_the_override():
     res = _port("detect", case.audio_path, "--model", case.model_dir, "--transformers-semantics", "4",
                 "--window-s", "1", "--no-progress")
     assert res.exit_code == 0, res.output
+
+
+def test_tie_last_hidden_states_undoes_the_5x_difference(tmp_path):
+    """transformers 5's config.tie_last_hidden_states puts last_hidden_state back into hidden_states[-1]
+    (capture_outputs): hf-t5's w2v2-large with it set is no longer what golden/hf-t5 recorded, and takes the 4.x
+    sum (checked against transformers 5.25.0 itself when written: bitwise). A non-boolean value is refused."""
+    case = _case(T5, "w2v2-large__tones16k")
+    folder = tmp_path / "tied"
+    shutil.copytree(case.model_dir, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "tie_last_hidden_states": True}))
+    tied, config = load_model(folder)
+    assert config["transformers_semantics"]["major"] == 5
+    got, want, _ = _logits(tied, case)
+    assert float((got - want).abs().max()) > 0.3
+    as4, _, _ = _logits(load_model(case.model_dir, transformers_semantics=4)[0], case)
+    assert torch.equal(got, as4)
+    (folder / "config.json").write_text(json.dumps({**cfg, "tie_last_hidden_states": "yes"}))
+    with pytest.raises(MalformedModelError, match="tie_last_hidden_states"):
+        load_model(folder)

@@ -83,7 +83,7 @@ def ast_config(config: dict) -> dict:
     else ``num_labels``, else 2.
     """
     cfg = dict(AST_DEFAULTS)
-    cfg.update({k: v for k, v in config.items() if k in AST_DEFAULTS or k == SEMANTICS_KEY})
+    cfg.update({k: v for k, v in config.items() if k in AST_DEFAULTS or k in (SEMANTICS_KEY, "tie_last_hidden_states")})
     cfg["num_labels"] = num_labels(config, "AST config")
     if cfg["hidden_size"] % cfg["num_attention_heads"]:
         raise UnsupportedModelError(
@@ -250,7 +250,8 @@ class ASTModel(nn.Module):
         for layer in self.encoder.layer:
             hidden.append(layer(hidden[-1]))
         last = self.layernorm(hidden[-1])
-        if semantics_of(self.cfg) >= 5:  # 5.x: capture_outputs(tie_last_hidden_states=False), the raw last layer
+        if semantics_of(self.cfg) >= 5 and not self.cfg.get("tie_last_hidden_states"):
+            # 5.x: capture_outputs(tie_last_hidden_states=False), the raw last layer (unless the config ties it)
             return EncoderOutput(x, hidden, None, last)
         hidden[-1] = last
         return EncoderOutput(x, hidden, None)

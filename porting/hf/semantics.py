@@ -35,6 +35,9 @@ DIFFERENCES = {
     "sewd-pos-att-type-string": (
         "SEW-D pos_att_type given as a string (\"p2c|c2p\"): 4.x's SEWDConfig makes it a list of characters "
         "(both relative terms off), 5.x's strict dataclass config refuses to load it"),
+    "tie-last-hidden-states": (
+        "5.x only: config.tie_last_hidden_states true makes hidden_states[-1] the model's last_hidden_state again "
+        "(utils/output_capturing.py capture_outputs), undoing the two differences above for that checkpoint"),
     "ast-last-hidden-state": (
         "AST: hidden_states[-1] is last_hidden_state (after ASTModel.layernorm) in 4.57 (check_model_inputs), the "
         "last layer's raw output in 5.x (tie_last_hidden_states=False); logits unchanged"),
@@ -70,6 +73,9 @@ def resolve(config: dict, override=None, where: str = "config.json") -> dict:
 
     The recorded version is validated here even under an override, so a broken config.json is reported once."""
     override = check_override(override)
+    tie = config.get("tie_last_hidden_states")
+    if tie is not None and not isinstance(tie, bool):
+        raise MalformedModelError(f"{where}: tie_last_hidden_states {tie!r} is not true, false or null")
     version = config.get("transformers_version")
     recorded = None if version is None else parse_major(version, where)
     if recorded is None:

@@ -162,7 +162,7 @@ def sewd_config(config: dict) -> dict:
     CNN settings checked as wav2vec2's, ``porting.hf.wav2vec2.check_feature_encoder_config``). ``pos_att_type`` is
     kept as given; ``pos_att_types`` reads it under the semantics in force."""
     cfg = dict(SEWD_DEFAULTS)
-    keep = set(SEWD_DEFAULTS) | {"add_adapter", SEMANTICS_KEY}
+    keep = set(SEWD_DEFAULTS) | {"add_adapter", SEMANTICS_KEY, "tie_last_hidden_states"}
     cfg.update({k: v for k, v in config.items() if k in keep})
     check_feature_encoder_config(cfg)
     pat = cfg["pos_att_type"]
@@ -462,6 +462,9 @@ class SEWDModel(nn.Module):
         super().__init__()
         cfg = sewd_config(config)  # idempotent, so a normalised dict may be passed too
         self.config = cfg
+        if cfg.get("tie_last_hidden_states") and cfg["use_weighted_layer_sum"] and semantics_of(cfg) >= 5:
+            raise UnsupportedModelError("SEW-D with tie_last_hidden_states and use_weighted_layer_sum: transformers 5.x "
+                                        "stacks hidden states of two lengths (it fails); nothing to port")
         self.masked_spec_embed = masked_spec_embed(cfg)
         self.feature_extractor = FeatureEncoder(cfg)
         self.layer_norm = nn.LayerNorm(cfg["conv_dim"][-1], eps=cfg["feature_layer_norm_eps"])
@@ -490,6 +493,10 @@ class SEWDModel(nn.Module):
             x = self.feature_projection(x)
         mask = None if attention_mask is None else self.frame_mask(x.shape[1], attention_mask)
         states, last = self.encoder(x, mask)
+        if self.config.get("tie_last_hidden_states") and semantics_of(self.config) >= 5:
+            # 5.x capture_outputs with the config's tie: hidden_states[-1] becomes SEWDModel's last_hidden_state,
+            # the UPSAMPLED [B, T', H] tensor (a weighted layer sum then cannot stack: refused in __init__)
+            states = states[:-1] + [last]
         return EncoderOutput(features, states, mask, last)
 
     def encode_full(self, input_values: Tensor, attention_mask: Tensor | None = None) -> tuple[EncoderOutput, Tensor]:

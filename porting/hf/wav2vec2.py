@@ -413,6 +413,8 @@ class Encoder(nn.Module):
     def __init__(self, cfg: dict, layers: list[nn.Module], pos_batch_norm: bool = False):
         super().__init__()
         self.transformers_semantics = semantics_of(cfg)
+        # 5.x: config.tie_last_hidden_states true puts last_hidden_state back into hidden_states[-1] (capture_outputs)
+        self.tie_last_hidden_states = bool(cfg.get("tie_last_hidden_states"))
         self.stable = bool(cfg["do_stable_layer_norm"])
         self.pos_conv_embed = PositionalConvEmbedding(cfg, batch_norm=pos_batch_norm)
         self.layer_norm = nn.LayerNorm(cfg["hidden_size"], eps=cfg["layer_norm_eps"])
@@ -433,7 +435,7 @@ class Encoder(nn.Module):
         for layer in self.layers:
             states.append(x)
             x, position_bias = layer(x, key_mask, position_bias)
-        if self.stable and self.transformers_semantics >= 5:
+        if self.stable and self.transformers_semantics >= 5 and not self.tie_last_hidden_states:
             states.append(x)
             return states, self.layer_norm(x)
         if self.stable:
