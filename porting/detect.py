@@ -466,13 +466,14 @@ def detect(
     hop_s: float | None = None,
     fbank_backend: str | None = None,
     progress: bool = False,
+    transformers_semantics: int | None = None,
 ) -> list:
     """Run the detector on one or many recordings, with ``port detect``'s defaults; a bad file gives a
     ``FileError``, the rest go on. ``model`` is a path (loaded by ``load_detector``) or a loaded detector
     (then the other options but ``progress`` are its own)."""
     det = model if not isinstance(model, (str, Path)) else load_detector(
         model, device=device, batch_size=batch_size, backend=backend, window_s=window_s, hop_s=hop_s,
-        fbank_backend=fbank_backend, threshold=threshold)
+        fbank_backend=fbank_backend, threshold=threshold, transformers_semantics=transformers_semantics)
     if isinstance(paths, (str, Path)):
         paths = [paths]
     return run_many(det, paths, progress=progress)

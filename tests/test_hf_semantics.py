@@ -220,3 +220,18 @@ def test_tie_last_hidden_states_undoes_the_5x_difference(tmp_path):
     (folder / "config.json").write_text(json.dumps({**cfg, "tie_last_hidden_states": "yes"}))
     with pytest.raises(MalformedModelError, match="tie_last_hidden_states"):
         load_model(folder)
+
+
+@pytest.mark.parametrize("store,version", [(T4X, "4.57.1"), (T5, "5.25.0")])
+def test_new_stores_verify_and_record_their_transformers(store, version):
+    """Each store: its manifest holds, env.json names the transformers it was captured with, every model folder was
+    saved by it, and every case says it ran it."""
+    from porting.golden import verify_store
+
+    res = verify_store(store)
+    assert res.ok, res.problems()
+    assert f"transformers=={version}" in json.loads((store / "env.json").read_text())["pip_freeze"]
+    models = [d for d in (store / "models").iterdir() if d.is_dir()]
+    assert models and all(json.loads((d / "config.json").read_text())["transformers_version"] == version for d in models)
+    for p in (store / "cases").glob("*.json"):
+        assert json.loads(p.read_text())["provenance"]["transformers"] == version, p.name
