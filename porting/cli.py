@@ -79,6 +79,8 @@ def convert(
         None, "--export", help="onnx,torchscript,pt2,tflite (comma list), all, or none; default: every available format"),
     golden: Optional[Path] = typer.Option(
         None, "--golden", help="golden store (golden/, or golden/hf for HF folders): also verify the exports on the cases captured from this model"),
+    transformers_semantics: Optional[int] = typer.Option(
+        None, "--transformers-semantics", help="HF models: follow transformers 4.x or 5.x semantics (4|5; default: the transformers_version in the folder's config.json, 4 when absent)"),
 ):
     """Read MODEL without executing it, rebuild the network in plain torch, write
     OUT/model.safetensors + OUT/config.json, the exports, parity.json, preprocessor_config.json and (learners)
@@ -95,7 +97,7 @@ def convert(
     _run(check_output_dir, out, "out", exists_ok=force, replace=True)
     formats = _run(parse_formats, export)
     summary = _run(do_convert, model, out, overwrite=force, exports=formats, golden=golden,
-                   log=lambda msg: typer.echo(msg, err=True), strict=False)
+                   log=lambda msg: typer.echo(msg, err=True), strict=False, transformers_semantics=transformers_semantics)
     typer.echo(format_summary(summary))
     parity = summary["exports"]
     typer.echo(format_parity(parity))
@@ -107,6 +109,8 @@ def convert(
 def inspect(
     model: Path = typer.Argument(..., help="learner .pkl or Hugging Face model folder to look into"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    transformers_semantics: Optional[int] = typer.Option(
+        None, "--transformers-semantics", help="HF models: follow transformers 4.x or 5.x semantics (4|5; default: the transformers_version in the folder's config.json, 4 when absent)"),
 ):
     """Print what a pickle contains (module tree, globals it names, tensors, classes, normalization, what was
     refused), or what an HF model folder holds (architecture from config and keys, labels, tensors,
@@ -120,7 +124,9 @@ def inspect(
     else:
         from .learner import format_report, inspect_pickle
 
-    report = _run(inspect_pickle, model)
+    if transformers_semantics is not None and not model.is_dir():
+        _fail(PortingError(f"{model}: --transformers-semantics applies to Hugging Face model folders only"))
+    report = _run(inspect_pickle, model, *([transformers_semantics] if transformers_semantics is not None else []))
     typer.echo(json.dumps(report, indent=1) if as_json else format_report(report))
 
 
@@ -139,6 +145,8 @@ def detect(
     window_s: Optional[float] = typer.Option(None, "--window-s", help="HF models: window length in seconds (default: the model's clip length if recorded, else 5)"),
     hop_s: Optional[float] = typer.Option(None, "--hop-s", help="HF models: hop between window starts in seconds (default: the window length)"),
     fbank_backend: Optional[str] = typer.Option(None, "--fbank-backend", help="AST models: torchaudio-kaldi (transformers' default when torchaudio imports) or numpy (its fallback); default: what config.json records"),
+    transformers_semantics: Optional[int] = typer.Option(
+        None, "--transformers-semantics", help="HF models: follow transformers 4.x or 5.x semantics (4|5; default: the transformers_version in the folder's config.json, 4 when absent)"),
 ):
     """Run a converted classifier on recordings without its original stack.
 
@@ -158,7 +166,7 @@ def detect(
     _run(check_device, device)
     _run(check_backend, backend)
     det = _run(load_detector, model, device=device, batch_size=batch_size, backend=backend, window_s=window_s,
-               hop_s=hop_s, fbank_backend=fbank_backend, threshold=threshold)
+               hop_s=hop_s, fbank_backend=fbank_backend, threshold=threshold, transformers_semantics=transformers_semantics)
     positive = _run(check_positive, det, positive)
     typer.echo(f"model {model}: backend {det.backend}, device {det.device}, batch size {det.batch_size}", err=True)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import ExportError, MalformedModelError
+from .errors import ExportError, MalformedModelError, UnsupportedModelError
 from .frontend.config import FrontendConfig
 from .layers import build_model, build_module
 from .learner import LearnerSpec, read_learner
@@ -114,7 +114,7 @@ def _formats(exports) -> list[str] | None:
 
 
 def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports: str | list[str] | None = "all",
-            golden: str | Path | None = None, log=None, strict: bool = True) -> dict:
+            golden: str | Path | None = None, log=None, strict: bool = True, transformers_semantics=None) -> dict:
     """Read ``model`` without executing it, rebuild and check the network, write ``out`` atomically.
 
     ``model`` is a learner pickle or a Hugging Face model folder (``porting.hf``). ``exports``: what
@@ -125,6 +125,8 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     Returns a summary dict (see ``format_summary``; ``exports`` holds parity.json). Raises typed ``PortingError``s;
     when an artifact misses the parity contract, ``out`` is still written (the artifact marked FAILED in
     parity.json) and ``ExportError`` is raised, unless ``strict=False`` (then check ``summary["exports"]["passed"]``).
+    ``transformers_semantics`` (HF folders: 4 or 5) overrides the transformers major whose semantics the port
+    follows (default: the one in the folder's config.json, ``porting.hf.semantics``).
     """
     check_name(model, "model", MalformedModelError)
     model, out = Path(model), Path(out)
@@ -137,7 +139,9 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     from .hf.folder import is_hf_folder
 
     if model.is_dir() and is_hf_folder(model):
-        return _convert_hf(model, out, overwrite, exports, log, strict, golden)
+        return _convert_hf(model, out, overwrite, exports, log, strict, golden, transformers_semantics)
+    if transformers_semantics is not None:
+        raise UnsupportedModelError(f"{model}: --transformers-semantics applies to Hugging Face model folders only")
     spec = read_learner(model)
     net = build_model(spec)  # proves the tree is rebuildable before anything is written
     config = make_config(spec)
@@ -175,12 +179,13 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     return summary
 
 
-def _convert_hf(model: Path, out: Path, overwrite: bool, exports, log, strict: bool, golden=None) -> dict:
+def _convert_hf(model: Path, out: Path, overwrite: bool, exports, log, strict: bool, golden=None,
+                transformers_semantics=None) -> dict:
     """An HF folder -> the rebuild's (weight-norm folded) safetensors, porting's config.json, the preprocessor."""
     from .hf.folder import PREPROCESSOR, read_hf_folder
     from .hf.model import make_config as hf_config, rebuild
 
-    spec = read_hf_folder(model)
+    spec = read_hf_folder(model, transformers_semantics)
     net, state = rebuild(spec)
     config = hf_config(spec, state)
     state = {k: t.detach().to("cpu").contiguous().clone() for k, t in state.items()}
@@ -195,6 +200,10 @@ def _convert_hf(model: Path, out: Path, overwrite: bool, exports, log, strict: b
             from .hf.export import export_hf
 
             parity = export_hf(net, config, tmp, exports, log=log, golden=golden)
+        from .hf.model import model_card
+
+        (tmp / "README.md").write_text(model_card(config, parity))
+        os.chmod(tmp / "README.md", 0o644)
 
     _write_atomically(out, overwrite, fill)
     summary = {
@@ -203,7 +212,7 @@ def _convert_hf(model: Path, out: Path, overwrite: bool, exports, log, strict: b
         "parameters": int(sum(p.numel() for p in net.parameters())),
         "bytes": int(sum(t.numel() * t.element_size() for t in state.values())), "classes": config["classes"],
         "positive_index": None, "normalize": None, "activation": config["activation"], "stubbed": 0,
-        "architecture": spec.architecture, "exports": parity,
+        "architecture": spec.architecture, "exports": parity, "transformers_semantics": spec.semantics,
     }
     if strict and parity is not None and not parity["passed"]:
         raise ExportError(failed_artifacts_message(out, parity))
@@ -232,6 +241,8 @@ def format_summary(summary: dict) -> str:
             f"  normalize {summary['normalize']}, activation {summary['activation']}",
             f"  {_n(summary['stubbed'], 'pickle global')} kept as inert records (nothing executed)",
         ]
+        + ([f"  follows transformers {summary['transformers_semantics']['major']}.x semantics "
+            f"({summary['transformers_semantics']['note']})"] if summary.get("transformers_semantics") else [])
     )
 
 
@@ -272,11 +283,14 @@ def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
     return build_module(ModuleNode.from_dict(config["architecture"]), ordered), config
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_model(path: str | Path, device: str | torch.device = "cpu",
+               transformers_semantics=None) -> tuple[torch.nn.Module, dict]:
     """``(model, config)`` from a learner ``.pkl`` or a directory written by ``convert``.
 
     ``model`` is in eval mode and equals the legacy ``learn.model`` (normalization is NOT folded in:
-    ``config['normalize']`` carries it); both paths give bitwise-identical outputs.
+    ``config['normalize']`` carries it); both paths give bitwise-identical outputs. ``transformers_semantics``
+    (HF models, 4 or 5): for an HF folder, overrides what its config.json says; a converted folder follows what it
+    was converted with, and a different value is refused (re-convert instead).
     """
     from .hf.folder import is_hf_folder
 
@@ -284,9 +298,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     if path.is_dir() and is_hf_folder(path):
         from .hf.model import load_hf
 
-        model, config = load_hf(path)
+        model, config = load_hf(path, transformers_semantics)
     elif path.is_dir():
         model, config = _load_dir(path)
+        if transformers_semantics is not None:
+            from .hf.model import check_converted_semantics
+
+            check_converted_semantics(config, path, transformers_semantics)
+    elif transformers_semantics is not None:
+        raise UnsupportedModelError(f"{path}: --transformers-semantics applies to Hugging Face models only")
     else:
         spec = read_learner(path)
         model, config = build_model(spec), make_config(spec)

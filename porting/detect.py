@@ -449,10 +449,11 @@ def is_hf_model(model_path: str | Path) -> bool:
 
 def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int | None = None, backend: str = "auto",
                   window_s: float | None = None, hop_s: float | None = None, fbank_backend: str | None = None,
-                  threshold: float = 0.5):
+                  threshold: float = 0.5, transformers_semantics=None):
     """The detector for ``model_path``: ``porting.hf.detect.HFDetector`` for the HF family (windows of
     ``window_s``/``hop_s``), else the OrcaHello ``Detector`` (its windows are fixed: 2 s, hop 1 s; ``threshold``
-    decides its per-second calls and events, legacy's 0.5 by default)."""
+    decides its per-second calls and events, legacy's 0.5 by default). ``transformers_semantics`` (HF models: 4 or
+    5) overrides the transformers major an HF folder is ported with (``porting.hf.semantics``)."""
     device = check_device(device)
     check_backend(backend)
     threshold = check_threshold(threshold)
@@ -462,8 +463,10 @@ def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int |
         from .hf.detect import HFDetector
 
         return HFDetector.load(model_path, device=device, backend=backend, window_s=window_s, hop_s=hop_s,
-                               fbank_backend=fbank_backend, batch_size=batch_size or 16)
-    given = [spell(n) for n, v in (("window_s", window_s), ("hop_s", hop_s), ("fbank_backend", fbank_backend))
+                               fbank_backend=fbank_backend, batch_size=batch_size or 16,
+                               transformers_semantics=transformers_semantics)
+    given = [spell(n) for n, v in (("window_s", window_s), ("hop_s", hop_s), ("fbank_backend", fbank_backend),
+                                   ("transformers_semantics", transformers_semantics))
              if v is not None]
     if given:
         raise UnsupportedModelError(f"{'/'.join(given)}: the OrcaHello detector's frontend is fixed (2-s windows, "
@@ -499,13 +502,14 @@ def detect(
     hop_s: float | None = None,
     fbank_backend: str | None = None,
     progress: bool = False,
+    transformers_semantics: int | None = None,
 ) -> list:
     """Run the detector on one or many recordings, with ``port detect``'s defaults; a bad file gives a
     ``FileError``, the rest go on. ``model`` is a path (loaded by ``load_detector``) or a loaded detector
     (then the other options but ``progress`` are its own)."""
     det = model if not isinstance(model, (str, Path)) else load_detector(
         model, device=device, batch_size=batch_size, backend=backend, window_s=window_s, hop_s=hop_s,
-        fbank_backend=fbank_backend, threshold=threshold)
+        fbank_backend=fbank_backend, threshold=threshold, transformers_semantics=transformers_semantics)
     if isinstance(paths, (str, Path)):
         paths = [paths]
     return run_many(det, paths, progress=progress)

@@ -1,6 +1,7 @@
 """The tiny Hugging Face audio classifiers of the HF golden store, built in the reference venv.
 
-Runs under the reference venv (torch 2.9.1, transformers 4.57.1); never imported by ``porting``.
+Runs under the reference venv (torch 2.9.1, transformers 4.57.1 or 5.x: the same code builds and saves with either
+major, so a store's models are SAVED by the transformers it is captured with); never imported by ``porting``.
 Every model is built from a transformers configuration class with a seeded random init (no hub download),
 then made "trained-looking" so that a port that gets a parameter wrong cannot hide:
 
@@ -185,7 +186,39 @@ def spec(name: str):
         return cfg, ASTForAudioClassification, fe
     if name.startswith("custom-"):
         return _custom(name.split("-", 1)[1])
+    if name in WLS:
+        return _weighted(name)
     raise KeyError(name)
+
+
+# Weighted-layer-sum variants (issue 20): use_weighted_layer_sum on every encoder kind, post-LN ("base") and pre-LN
+# ("large": layer norm after every conv, conv bias, do_stable_layer_norm), so that every way transformers 4.x and
+# 5.x fill hidden_states reaches the logits. w2v2-large (golden/hf) is already the pre-LN wav2vec2 one.
+WLS = ("w2v2-base-wls", "hubert-wls", "hubert-large-wls", "wavlm-wls", "wavlm-large-wls", "sewd-wls")
+_LARGE = dict(feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
+_BASE = dict(feat_extract_norm="group", do_stable_layer_norm=False, conv_bias=False)
+
+
+def _weighted(name: str):
+    if name == "w2v2-base-wls":
+        cfg = Wav2Vec2Config(**TINY, **_BASE, use_weighted_layer_sum=True)
+        return cfg, Wav2Vec2ForSequenceClassification, _w2v2_fe(False)
+    if name.startswith("hubert"):
+        cfg = HubertConfig(**TINY, **(_LARGE if "large" in name else _BASE), use_weighted_layer_sum=True)
+        return cfg, HubertForSequenceClassification, _w2v2_fe(False)
+    if name.startswith("wavlm"):
+        cfg = WavLMConfig(**TINY, **(_LARGE if "large" in name else _BASE), num_buckets=16, max_bucket_distance=32,
+                          use_weighted_layer_sum=True)
+        return cfg, WavLMForSequenceClassification, _w2v2_fe(True)
+    # SEW-D with the DeBERTa encoder's conv module (conv_kernel_size > 0; ConvLayer also reads hidden_dropout_prob,
+    # which SEWDConfig does not define) after layer 0: hidden_states[1] is taken after it in 4.x, before it in 5.x.
+    cfg = SEWDConfig(**TINY, squeeze_factor=2, max_position_embeddings=64, position_buckets=8,
+                     share_att_key=True, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                     norm_rel_ebd="layer_norm", feat_extract_norm="group", conv_bias=False,
+                     use_weighted_layer_sum=True)
+    cfg.conv_kernel_size = 3
+    cfg.hidden_dropout_prob = 0.1
+    return cfg, SEWDForSequenceClassification, _w2v2_fe(False)
 
 
 # name -> (weights written as safetensors?, final classification layer, base model attribute)
@@ -199,7 +232,17 @@ MODELS = {
     "custom-mean": (True, "classifier.out_proj", "wav2vec2"),
     "custom-sum": (True, "classifier.out_proj", "wav2vec2"),
     "custom-max": (False, "classifier.out_proj", "wav2vec2"),  # pytorch_model.bin
+    "w2v2-base-wls": (True, "classifier", "wav2vec2"),
+    "hubert-wls": (True, "classifier", "hubert"),
+    "hubert-large-wls": (True, "classifier", "hubert"),
+    "wavlm-wls": (True, "classifier", "wavlm"),
+    "wavlm-large-wls": (True, "classifier", "wavlm"),
+    "sewd-wls": (True, "classifier", "sew_d"),
 }
+
+
+# The models of golden/hf (transformers 4.57.1), in build.json order.
+HF_STORE_MODELS = ("w2v2-base", "w2v2-large", "hubert", "wavlm", "sewd", "ast", "custom-mean", "custom-sum", "custom-max")
 
 
 def seed_of(name: str) -> int:
@@ -261,7 +304,8 @@ def save(name: str, folder: Path) -> dict:
     safe = MODELS[name][0]
     model.save_pretrained(folder, safe_serialization=safe)
     fe.save_pretrained(folder)
-    record["weights_file"] = "model.safetensors" if safe else "pytorch_model.bin"
+    # transformers 5.x writes safetensors whatever safe_serialization says: record what was written
+    record["weights_file"] = next(f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file())
     record["files"] = sorted(p.name for p in folder.iterdir())
     return record
 
@@ -271,10 +315,12 @@ def main(argv=None):
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--only", nargs="*", default=None)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--models", nargs="*", default=None,
+                   help="build exactly these models and write build.json for them (default: the golden/hf set)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     records = {}
-    for name in a.only or list(MODELS):
+    for name in a.only or a.models or list(HF_STORE_MODELS):
         records[name] = save(name, a.out / name)
         print(f"{name}: x{records[name]['final_weight_factor']:g} -> probe max|logit| "
               f"{records[name]['probe_max_abs_logit_after']:.3f}")

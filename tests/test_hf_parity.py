@@ -1,5 +1,9 @@
-"""The HF family against golden/hf: every stage of every stored window, chained and fed golden inputs, plus
-every window's logits and probabilities, in the tier this machine's fingerprint gives (porting.parity.hf)."""
+"""The HF family against its golden stores: every stage of every stored window, chained and fed golden inputs, plus
+every window's logits and probabilities, in the tier each store's fingerprint gives (porting.parity.hf).
+
+One store per transformers major (issue 20): golden/hf (4.57.1), golden/hf-t4 (4.57.1, the weighted-layer-sum
+models golden/hf lacks) and golden/hf-t5 (5.x, every model saved by 5.x). Each case's model folder records the
+transformers that saved it, and the port follows that major's semantics by itself: no case passes a semantics."""
 
 from __future__ import annotations
 
@@ -10,19 +14,25 @@ import pytest
 from porting.parity.fingerprint import machine_fingerprint
 from porting.parity.hf import check_hf_case, hf_case_paths, hf_tier, load_hf_case
 
-STORE = Path(__file__).resolve().parent.parent / "golden" / "hf"
-CASES = [p for p in hf_case_paths(STORE) if not load_hf_case(p).error]  # error cases: tests/test_hf_detect.py
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+STORES = {"hf": GOLDEN / "hf", "hf-t4": GOLDEN / "hf-t4", "hf-t5": GOLDEN / "hf-t5"}
+MIN_CASES = {"hf": 30, "hf-t4": 12, "hf-t5": 42}
+CASES = [(name, p) for name, store in STORES.items() for p in hf_case_paths(store)
+         if not load_hf_case(p).error]  # error cases: tests/test_hf_detect.py
 
 
-def test_store_has_cases():
-    assert len(CASES) >= 30, f"golden/hf holds {len(CASES)} cases; regenerate with tools/regenerate_golden_hf"
+@pytest.mark.parametrize("store", sorted(STORES))
+def test_store_has_cases(store):
+    n = sum(1 for name, _ in CASES if name == store)
+    assert n >= MIN_CASES[store], (f"golden/{store} holds {n} cases; regenerate with "
+                                   f"tools/regenerate_golden_hf --plan {store}")
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
-def test_hf_case(path):
+@pytest.mark.parametrize("store,path", CASES, ids=[f"{s}/{p.stem}" for s, p in CASES])
+def test_hf_case(store, path):
     case = load_hf_case(path)
-    tier = hf_tier(STORE, machine_fingerprint())
+    tier = hf_tier(STORES[store], machine_fingerprint())
     report = check_hf_case(case, tier)
     assert report.stages, "nothing was compared"
     assert report.passed, report.summary()

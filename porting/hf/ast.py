@@ -25,7 +25,11 @@ Quirks of the reference reproduced here (all verified in ``tests/test_hf_ast.py`
 * ``hidden_states`` (``utils/generic.py`` ``check_model_inputs`` with ``_can_record_outputs = {"hidden_states":
   ASTLayer}``): entry 0 is the first layer's *input* (the embeddings output, == ``M.features``), entries
   1..L-1 are the raw layer outputs, and the last entry is *replaced* by ``last_hidden_state``, i.e. it is taken
-  AFTER the final ``layernorm``. The un-normalised output of the last layer is never exposed.
+  AFTER the final ``layernorm``. The un-normalised output of the last layer is never exposed. That is 4.x
+  (``check_model_inputs`` of 4.57); 5.x decorates ``ASTModel.forward`` with ``capture_outputs(tie_last_hidden_states
+  =False)`` (``utils/output_capturing.py``), so there the last entry is the raw output of the last layer, before
+  ``layernorm``. The head pools ``last_hidden_state`` in both, so the logits do not move
+  (``porting.hf.semantics``).
 * Pooling (``ASTModel.forward``): ``(h[:, 0] + h[:, 1]) / 2`` on the final-layernormed sequence (cls and
   distillation token averaged), then the head applies *another* LayerNorm before its dense
   (``ASTMLPHead``). ``M.pooled`` is what the final Linear (``classifier.dense``) reads: that mean after the
@@ -50,6 +54,7 @@ from torch import Tensor, nn
 
 from porting.errors import UnsupportedModelError
 from porting.hf.base import AudioClassifier, EncoderOutput, Intermediate, num_labels, stage_dict
+from porting.hf.semantics import SEMANTICS_KEY, of as semantics_of
 
 # Defaults of transformers' ASTConfig (configuration_audio_spectrogram_transformer.py) for keys a config.json
 # may omit.
@@ -78,7 +83,7 @@ def ast_config(config: dict) -> dict:
     else ``num_labels``, else 2.
     """
     cfg = dict(AST_DEFAULTS)
-    cfg.update({k: v for k, v in config.items() if k in AST_DEFAULTS})
+    cfg.update({k: v for k, v in config.items() if k in AST_DEFAULTS or k in (SEMANTICS_KEY, "tie_last_hidden_states")})
     cfg["num_labels"] = num_labels(config, "AST config")
     if cfg["hidden_size"] % cfg["num_attention_heads"]:
         raise UnsupportedModelError(
@@ -244,7 +249,11 @@ class ASTModel(nn.Module):
         hidden = [x]
         for layer in self.encoder.layer:
             hidden.append(layer(hidden[-1]))
-        hidden[-1] = self.layernorm(hidden[-1])
+        last = self.layernorm(hidden[-1])
+        if semantics_of(self.cfg) >= 5 and not self.cfg.get("tie_last_hidden_states"):
+            # 5.x: capture_outputs(tie_last_hidden_states=False), the raw last layer (unless the config ties it)
+            return EncoderOutput(x, hidden, None, last)
+        hidden[-1] = last
         return EncoderOutput(x, hidden, None)
 
     @staticmethod

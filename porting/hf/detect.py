@@ -107,7 +107,7 @@ class HFDetector:
     @classmethod
     def load(cls, model_path: str | Path, device: str | torch.device = "cpu", backend: str = "torch",
              window_s: float | None = None, hop_s: float | None = None, fbank_backend: str | None = None,
-             batch_size: int = 16) -> "HFDetector":
+             batch_size: int = 16, transformers_semantics=None) -> "HFDetector":
         from ..convert import load_model
 
         device = torch.device(device)
@@ -118,7 +118,7 @@ class HFDetector:
         path = Path(model_path)
         if backend == "auto":
             backend = "onnx" if device.type == "cpu" and _onnx_passed(path) else "torch"
-        model, config = load_model(model_path, device=device)
+        model, config = load_model(model_path, device=device, transformers_semantics=transformers_semantics)
         if backend == "onnx":
             model = OnnxHFModel(_onnx_path(path))
         graph = HFStageGraph.from_config(config, fbank_backend=fbank_backend).with_windows(window_s, hop_s)

@@ -52,6 +52,7 @@ class HFSpec:
     architecture: str  # one of SUPPORTED
     weights_file: str
     sha256: dict  # file name -> sha256 of config, weights, preprocessor
+    semantics: dict | None = None  # porting.hf.semantics.resolve: the transformers major followed, and why
 
     @property
     def labels(self) -> list[str]:
@@ -166,8 +167,10 @@ def labels_of(config: dict, architecture: str, state: dict | None = None) -> lis
     return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(n)]
 
 
-def read_hf_folder(path: str | Path) -> HFSpec:
-    """Read an HF model folder without executing anything; one-line errors naming the file, class or key."""
+def read_hf_folder(path: str | Path, transformers_semantics=None) -> HFSpec:
+    """Read an HF model folder without executing anything; one-line errors naming the file, class or key.
+    ``transformers_semantics`` (4, 5 or None: what config.json's transformers_version says) picks the semantics."""
+    from .semantics import resolve
     folder = Path(path)
     if not folder.is_dir():
         raise MalformedModelError(f"{folder}: not a directory; pass an HF model folder")
@@ -175,22 +178,26 @@ def read_hf_folder(path: str | Path) -> HFSpec:
         raise MalformedModelError(f"{folder}: no {CONFIG}; an HF model folder holds {CONFIG} and {SAFETENSORS} "
                                   f"or {BIN}")
     config = _json(folder / CONFIG, "the model config")
+    semantics = resolve(config, transformers_semantics, str(folder / CONFIG))
     state, weights_file = read_weights(folder)
     arch = recognise(config, state.keys())
     pre = _json(folder / PREPROCESSOR, "the preprocessor config") if (folder / PREPROCESSOR).is_file() else None
     sha = {CONFIG: _sha256(folder / CONFIG), weights_file: _sha256(folder / weights_file)}
     if pre is not None:
         sha[PREPROCESSOR] = _sha256(folder / PREPROCESSOR)
-    return HFSpec(folder, config, state, pre, arch, weights_file, sha)
+    return HFSpec(folder, config, state, pre, arch, weights_file, sha, semantics)
 
 
-def inspect_folder(path: str | Path) -> dict:
+def inspect_folder(path: str | Path, transformers_semantics=None) -> dict:
     """JSON-safe report for ``port inspect DIR``: files, architecture, labels, tensors, preprocessor, problems."""
+    from .semantics import check_override
+
+    check_override(transformers_semantics)  # a bad option is an error, not a problem of the folder
     folder = Path(path)
     report: dict = {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir()) if folder.is_dir() else [],
                     "problems": []}
     try:
-        spec = read_hf_folder(folder)
+        spec = read_hf_folder(folder, transformers_semantics)
     except (MalformedModelError, UnsupportedModelError, UnsafePickleError) as err:
         report["problems"].append(f"{type(err).__name__}: {err}")
         return report
@@ -205,6 +212,7 @@ def inspect_folder(path: str | Path) -> dict:
         remote_code=bool(cfg.get("auto_map")),
         tensors={"count": len(spec.state), "elements": int(sum(t.numel() for t in spec.state.values()))},
         preprocessor=spec.preprocessor,
+        transformers_semantics=spec.semantics,
         encoder={k: cfg.get(k) for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
                                          "feat_extract_norm", "do_stable_layer_norm", "pooling_mode",
                                          "use_weighted_layer_sum", "squeeze_factor", "max_length", "num_mel_bins")
@@ -216,6 +224,8 @@ def inspect_folder(path: str | Path) -> dict:
 
 
 def format_inspect(report: dict) -> str:
+    from .semantics import describe as describe_semantics
+
     lines = [f"folder: {report['folder']}", f"files: {', '.join(report['files'])}"]
     if "architecture" in report:
         lines += [
@@ -224,6 +234,7 @@ def format_inspect(report: dict) -> str:
             f"weights: {report['weights']} ({report['tensors']['count']} tensors, "
             f"{report['tensors']['elements']:,} elements; read as data, nothing executed)",
             f"labels: {report['labels']}",
+            f"semantics: {describe_semantics(report['transformers_semantics'])}",
             "encoder: " + ", ".join(f"{k}={v}" for k, v in report["encoder"].items()),
             f"preprocessor: {report['preprocessor']}",
         ]

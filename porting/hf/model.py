@@ -42,9 +42,13 @@ def weight_norm_prefixes(architecture: str, config: dict) -> dict[str, int]:
     return weight_norm_dims(architecture, config)
 
 
-def build(architecture: str, config: dict) -> AudioClassifier:
+def build(architecture: str, config: dict, semantics: int = 4) -> AudioClassifier:
+    """The rebuild of ``architecture`` from the HF config dict, following transformers ``semantics``.x
+    (``porting.hf.semantics``)."""
+    from .semantics import with_semantics
+
     try:
-        return architecture_class(architecture)(config).eval()
+        return architecture_class(architecture)(with_semantics(config, semantics)).eval()
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedModelError(f"config.json: cannot build {architecture} from it ({type(exc).__name__}: {exc})") from exc
 
@@ -69,7 +73,7 @@ def load_weights(model: AudioClassifier, state: dict, where: str) -> AudioClassi
 def rebuild(spec: HFSpec) -> tuple[AudioClassifier, dict]:
     """``(model, folded state dict)`` for an HF folder read by ``read_hf_folder``."""
     state = fold_weight_norm(spec.state, weight_norm_prefixes(spec.architecture, spec.config))
-    model = build(spec.architecture, spec.config)
+    model = build(spec.architecture, spec.config, semantics_major(spec))
     return load_weights(model, state, str(spec.dir / spec.weights_file)), model.state_dict()
 
 
@@ -106,6 +110,7 @@ def default_windows(architecture: str, preprocessor: dict | None) -> dict:
 def make_config(spec: HFSpec, state: dict) -> dict:
     """porting's config.json for an HF model: the original config verbatim plus what the graph needs."""
     from .. import __version__
+    from .semantics import resolve as resolve_semantics
 
     cfg = {
         "format": "porting.model/1",
@@ -120,6 +125,7 @@ def make_config(spec: HFSpec, state: dict) -> dict:
                        else {"name": "softmax", "dim": -1}),
         "frontend": frontend_config(spec.architecture, spec.preprocessor, str(spec.dir)),
         "windows": default_windows(spec.architecture, spec.preprocessor),
+        "transformers_semantics": spec.semantics or resolve_semantics(spec.config),
         "hf_config": spec.config,
         "state_dict": {k: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")} for k, t in state.items()},
     }
@@ -134,14 +140,87 @@ def load_converted(path: Path, config: dict) -> AudioClassifier:
         state = load_file(str(path / "model.safetensors"))
     except Exception as exc:
         raise MalformedModelError(f"{path / 'model.safetensors'}: cannot read ({exc}); re-run `port convert`") from exc
-    model = build(config["hf_architecture"], config["hf_config"])
+    model = build(config["hf_architecture"], config["hf_config"], converted_semantics(config, path))
     return load_weights(model, state, str(path / "model.safetensors"))
 
 
-def load_hf(path: str | Path) -> tuple[AudioClassifier, dict]:
-    """``(model, porting config)`` straight from an HF folder (what ``port convert`` would write, in memory)."""
+def semantics_major(spec: HFSpec) -> int:
+    from .semantics import resolve
+
+    return int((spec.semantics or resolve(spec.config))["major"])
+
+
+def converted_semantics(config: dict, path: Path | None = None) -> int:
+    """The major a converted folder's config.json records (conversions older than issue 20 have none: they were
+    rebuilt with 4.x semantics, so 4)."""
+    from .semantics import MAJORS
+
+    rec = config.get("transformers_semantics")
+    major = rec.get("major") if isinstance(rec, dict) else (4 if rec is None else None)
+    if major not in MAJORS:
+        raise MalformedModelError(f"{path or 'config.json'}: transformers_semantics {rec!r} is not 4 or 5; re-run "
+                                  "`port convert`")
+    return int(major)
+
+
+def load_hf(path: str | Path, transformers_semantics=None) -> tuple[AudioClassifier, dict]:
+    """``(model, porting config)`` straight from an HF folder (what ``port convert`` would write, in memory);
+    ``transformers_semantics`` 4/5 overrides what config.json's ``transformers_version`` says."""
     from .folder import read_hf_folder
 
-    spec = read_hf_folder(path)
+    spec = read_hf_folder(path, transformers_semantics)
     model, state = rebuild(spec)
     return model, make_config(spec, state)
+
+
+def check_converted_semantics(config: dict, path: Path, requested) -> None:
+    """A converted folder holds one semantics (its config.json ``transformers_semantics``); asking for another is
+    refused, since the conversion's parity.json verified the recorded one."""
+    from .semantics import check_override
+
+    want = check_override(requested)
+    if config.get("family") != FAMILY:
+        raise UnsupportedModelError(f"{path}: --transformers-semantics applies to Hugging Face models only")
+    have = converted_semantics(config, path)
+    if want is not None and want != have:
+        raise UnsupportedModelError(f"{path}: converted with transformers {have}.x semantics; re-run `port convert "
+                                    f"--transformers-semantics {want}` on the HF folder for {want}.x")
+
+
+def model_card(config: dict, parity: dict | None = None) -> str:
+    """``README.md`` of a converted HF folder: what it is, which transformers semantics it follows and why, how to
+    run it; parity.json holds the numbers."""
+    from .semantics import DIFFERENCES, describe
+
+    sem = config["transformers_semantics"]
+    lines = [
+        f"# {config['source']['file']} (ported by porting {config['porting_version']})",
+        "",
+        f"- architecture: {config['hf_architecture']}",
+        f"- labels: {', '.join(config['classes'])} ({config['activation']['name']})",
+        f"- source weights: {config['source']['weights_file']} (sha256 "
+        f"{config['source']['sha256'].get(config['source']['weights_file'], '?')})",
+        f"- windows: {config['windows']['window_s']} s, hop {config['windows']['hop_s']} s at "
+        f"{config['windows']['sample_rate']} Hz ({config['windows']['why']})",
+        f"- semantics: {describe(sem)}",
+        "",
+        "## transformers semantics",
+        "",
+        f"This conversion computes what transformers {sem['major']}.x computes for this checkpoint (config.json "
+        "`transformers_semantics`). transformers 4.x and 5.x differ for these architectures in:",
+        "",
+    ]
+    lines += [f"- `{k}`: {v}" for k, v in DIFFERENCES.items()]
+    lines += [
+        "",
+        "To follow the other major, convert again with `port convert HF_DIR --out DIR --transformers-semantics 4|5`.",
+        "",
+        "## Run",
+        "",
+        "    port detect REC.wav --model DIR [--json OUT]",
+        "",
+    ]
+    if parity is not None:
+        lines += ["## Parity", "", f"parity.json: {'every artifact passed' if parity['passed'] else 'SOME ARTIFACT FAILED'}"
+                  f" ({', '.join(parity['artifacts']) or 'no artifact'}); golden: {parity['golden'] or 'none'}", ""]
+    return "\n".join(lines)

@@ -59,6 +59,14 @@ Quirks of the reference reproduced here (each tested in ``tests/test_hf_sewd.py`
   a list of characters, which disables both relative terms (but keeps scale_factor 1). Reproduced as is.
 * The encoder ``conv`` module (``ConvLayer``) convolves the encoder INPUT (hidden_states[0]), not the layer-0
   output, masks it, applies ``conv_act``, adds the layer-0 output, LayerNorms and multiplies by the mask.
+  transformers 4.x appends the layer-0 output AFTER that conv to ``hidden_states`` (``SEWDTransformerEncoder.forward``
+  builds the tuple itself); 5.x records ``hidden_states`` with output-capturing hooks on each ``SEWDLayer``
+  (``_can_record_outputs``, ``utils/output_capturing.py``), i.e. entry 1 is the layer-0 output BEFORE the conv,
+  while the conv'd tensor still feeds layer 1. With ``use_weighted_layer_sum`` the logits differ
+  (``SEWDTransformerEncoder.transformers_semantics``, ``porting.hf.semantics``).
+* ``pos_att_type`` as a string under 5.x: ``SEWDConfig`` is a strict dataclass (huggingface_hub
+  ``StrictDataclassFieldValidationError``: "expected a list, got str"), so transformers 5.25 refuses to load such a
+  config at all; the port refuses it too under 5.x semantics (``pos_att_types``).
 * Classification head (``SEWDForSequenceClassification.forward``): without ``use_weighted_layer_sum`` it reads the
   upsampled last_hidden_state, so with T' % sf != 0 the zero-padded tail frames enter the mean as
   ``projector.bias`` (also under an attention_mask, for rows whose valid length reaches them). With
@@ -87,6 +95,7 @@ from torch import Tensor, nn
 
 from porting.errors import UnsupportedModelError
 from porting.hf.base import Activation, EncoderOutput, Intermediate
+from porting.hf.semantics import SEMANTICS_KEY, of as semantics_of
 from porting.hf.wav2vec2 import (
     FeatureEncoder,
     PositionalConvEmbedding,
@@ -134,15 +143,32 @@ SEWD_DEFAULTS = {
 }
 
 
+def pos_att_types(value, semantics: int = 4) -> list[str]:
+    """The relative terms ``DisentangledSelfAttention`` tests with ``"c2p" in pos_att_type``. 4.x:
+    ``SEWDConfig.__init__`` does ``list(pos_att_type)``, so a string becomes its characters (no term matches).
+    5.x: the strict dataclass config refuses a string when it loads (measured, transformers 5.25.0), so do we."""
+    if value is None:
+        return []
+    if isinstance(value, str) and semantics >= 5:
+        raise UnsupportedModelError(
+            f"SEW-D config pos_att_type={value!r} is a string: transformers 5.x refuses to load it (its SEWDConfig "
+            "wants a list such as [\"p2c\", \"c2p\"]); 4.x reads it as a list of characters, i.e. both relative "
+            "terms off: pass --transformers-semantics 4 for that, or fix config.json")
+    return list(value)
+
+
 def sewd_config(config: dict) -> dict:
     """The HF config dict completed with SEWDConfig's defaults, normalised as ``SEWDConfig.__init__`` does (the
-    CNN settings checked as wav2vec2's, ``porting.hf.wav2vec2.check_feature_encoder_config``)."""
+    CNN settings checked as wav2vec2's, ``porting.hf.wav2vec2.check_feature_encoder_config``). ``pos_att_type`` is
+    kept as given; ``pos_att_types`` reads it under the semantics in force."""
     cfg = dict(SEWD_DEFAULTS)
-    keep = set(SEWD_DEFAULTS) | {"add_adapter"}
+    keep = set(SEWD_DEFAULTS) | {"add_adapter", SEMANTICS_KEY, "tie_last_hidden_states"}
     cfg.update({k: v for k, v in config.items() if k in keep})
     check_feature_encoder_config(cfg)
-    # SEWDConfig: self.pos_att_type = list(pos_att_type) -- a string becomes a list of characters.
-    cfg["pos_att_type"] = list(cfg["pos_att_type"]) if cfg["pos_att_type"] is not None else []
+    pat = cfg["pos_att_type"]
+    if pat is not None and not (isinstance(pat, str) or (isinstance(pat, (list, tuple)) and all(isinstance(t, str) for t in pat))):
+        raise UnsupportedModelError(f"SEW-D config pos_att_type={pat!r}: expected a list of 'p2c'/'c2p'")
+    cfg["pos_att_type"] = pat if isinstance(pat, str) or pat is None else list(pat)
     if cfg["attention_head_size"] is None:
         if cfg["hidden_size"] % cfg["num_attention_heads"]:
             raise UnsupportedModelError("SEW-D config: hidden_size is not a multiple of num_attention_heads")
@@ -197,7 +223,7 @@ class DisentangledSelfAttention(nn.Module):
         self.key_proj = nn.Linear(h, all_head)
         self.value_proj = nn.Linear(h, all_head)
         self.share_att_key = bool(cfg["share_att_key"])
-        self.pos_att_type = list(cfg["pos_att_type"])
+        self.pos_att_type = pos_att_types(cfg["pos_att_type"], semantics_of(cfg))
         self.c2p, self.p2c = "c2p" in self.pos_att_type, "p2c" in self.pos_att_type
         self.relative_attention = bool(cfg["relative_attention"])
         self.scale_factor = 1 + int(self.c2p) + int(self.p2c)
@@ -339,6 +365,7 @@ class SEWDTransformerEncoder(nn.Module):
         if "layer_norm" in self.norm_rel_ebd:
             self.LayerNorm = nn.LayerNorm(cfg["hidden_size"], cfg["layer_norm_eps"], elementwise_affine=True)
         self.conv = EncoderConv(cfg) if int(cfg["conv_kernel_size"]) > 0 else None
+        self.transformers_semantics = semantics_of(cfg)
 
     def rel_embedding(self) -> Tensor | None:
         if not self.relative_attention:
@@ -346,8 +373,9 @@ class SEWDTransformerEncoder(nn.Module):
         emb = self.rel_embeddings.weight
         return self.LayerNorm(emb) if "layer_norm" in self.norm_rel_ebd else emb
 
-    def forward(self, x: Tensor, mask: Tensor) -> list[Tensor]:
-        """x [B, N, H], mask int64 [B, N] -> [x, layer_1, ..., layer_L] (transformers' ``hidden_states``)."""
+    def forward(self, x: Tensor, mask: Tensor) -> tuple[list[Tensor], Tensor]:
+        """x [B, N, H], mask int64 [B, N] -> ([x, layer_1, ..., layer_L] (transformers' ``hidden_states``), the
+        encoder's output). Entry 1 is after the conv module under 4.x semantics, before it under 5.x."""
         mask4 = mask[:, None, None, :] * mask[:, None, :, None]  # get_attention_mask: pairwise [B, 1, N, N]
         rel_pos = None
         if self.relative_attention:
@@ -360,9 +388,14 @@ class SEWDTransformerEncoder(nn.Module):
         for i, layer in enumerate(self.layer):
             h = layer(h, mask4, rel_pos, rel_emb)
             if i == 0 and self.conv is not None:
+                if self.transformers_semantics >= 5:
+                    states.append(h)  # 5.x: the hook on SEWDLayer records the output before the conv
                 h = self.conv(x, h, mask)
+                if self.transformers_semantics < 5:
+                    states.append(h)
+                continue
             states.append(h)
-        return states
+        return states, h
 
 
 class Upsampling(nn.Module):
@@ -415,8 +448,8 @@ class SEWDEncoder(nn.Module):
         else:
             valid = frame_mask.long().sum(-1) // self.squeeze_factor
             mask = (torch.arange(n, device=x.device)[None, :] < valid[:, None]).long()
-        states = self.encoder(h, mask)
-        up = self.upsample(states[-1])
+        states, out = self.encoder(h, mask)
+        up = self.upsample(out)
         up = F.pad(up, (0, 0, 0, t % self.squeeze_factor))  # T' - (T'//sf)*sf zero frames; none when sf | T'
         return states, up
 
@@ -429,6 +462,9 @@ class SEWDModel(nn.Module):
         super().__init__()
         cfg = sewd_config(config)  # idempotent, so a normalised dict may be passed too
         self.config = cfg
+        if cfg.get("tie_last_hidden_states") and cfg["use_weighted_layer_sum"] and semantics_of(cfg) >= 5:
+            raise UnsupportedModelError("SEW-D with tie_last_hidden_states and use_weighted_layer_sum: transformers 5.x "
+                                        "stacks hidden states of two lengths (it fails); nothing to port")
         self.masked_spec_embed = masked_spec_embed(cfg)
         self.feature_extractor = FeatureEncoder(cfg)
         self.layer_norm = nn.LayerNorm(cfg["conv_dim"][-1], eps=cfg["feature_layer_norm_eps"])
@@ -457,6 +493,10 @@ class SEWDModel(nn.Module):
             x = self.feature_projection(x)
         mask = None if attention_mask is None else self.frame_mask(x.shape[1], attention_mask)
         states, last = self.encoder(x, mask)
+        if self.config.get("tie_last_hidden_states") and semantics_of(self.config) >= 5:
+            # 5.x capture_outputs with the config's tie: hidden_states[-1] becomes SEWDModel's last_hidden_state,
+            # the UPSAMPLED [B, T', H] tensor (a weighted layer sum then cannot stack: refused in __init__)
+            states = states[:-1] + [last]
         return EncoderOutput(features, states, mask, last)
 
     def encode_full(self, input_values: Tensor, attention_mask: Tensor | None = None) -> tuple[EncoderOutput, Tensor]:

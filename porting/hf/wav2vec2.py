@@ -15,7 +15,11 @@ in ``models/{wav2vec2,hubert,wavlm}/modeling_*.py``), with ``x`` the feature pro
   layer ``i``; the last entry is the raw output of the last layer.
 * pre-LN (``do_stable_layer_norm=True``): ``hs[0] = x + pos_conv(x)`` (no norm), ``hs[i]`` = output of layer ``i``
   for ``i < L``, but ``hs[L] = encoder.layer_norm(output of layer L)`` -- the final norm is applied to the last
-  entry only.
+  entry only. That is transformers 4.x (``Wav2Vec2EncoderStableLayerNorm.forward`` appends the normed state after
+  the loop). transformers 5.x records ``hidden_states`` with output-capturing hooks on the encoder layers
+  (``utils/output_capturing.py``, ``_can_record_outputs``, ``capture_outputs(tie_last_hidden_states=False)``), so
+  its ``hs[L]`` is the last layer's output BEFORE the final norm, while ``last_hidden_state`` stays normed: a head
+  with ``use_weighted_layer_sum`` gives other logits (``Encoder.transformers_semantics``, ``porting.hf.semantics``).
 
 Export: no data-dependent Python control flow; shapes are read off tensors. Measured (torch 2.13): the TorchScript
 ONNX exporter (opset 17, dynamic batch and samples) and ``torch.jit.trace`` follow the time axis;
@@ -35,6 +39,7 @@ from torch import Tensor, nn
 
 from porting.errors import UnsupportedModelError
 from porting.hf.base import EncoderOutput, activation
+from porting.hf.semantics import of as semantics_of
 
 # Defaults of transformers' Wav2Vec2Config (models/wav2vec2/configuration_wav2vec2.py), the keys the encoder reads.
 WAV2VEC2_DEFAULTS: dict = {
@@ -407,12 +412,17 @@ class Encoder(nn.Module):
 
     def __init__(self, cfg: dict, layers: list[nn.Module], pos_batch_norm: bool = False):
         super().__init__()
+        self.transformers_semantics = semantics_of(cfg)
+        # 5.x: config.tie_last_hidden_states true puts last_hidden_state back into hidden_states[-1] (capture_outputs)
+        self.tie_last_hidden_states = bool(cfg.get("tie_last_hidden_states"))
         self.stable = bool(cfg["do_stable_layer_norm"])
         self.pos_conv_embed = PositionalConvEmbedding(cfg, batch_norm=pos_batch_norm)
         self.layer_norm = nn.LayerNorm(cfg["hidden_size"], eps=cfg["layer_norm_eps"])
         self.layers = nn.ModuleList(layers)
 
-    def forward(self, x: Tensor, frame_mask: Tensor | None) -> list[Tensor]:
+    def forward(self, x: Tensor, frame_mask: Tensor | None) -> tuple[list[Tensor], Tensor | None]:
+        """``(hidden_states, last_hidden_state or None when it is hidden_states[-1])``. Pre-LN under 5.x
+        semantics: ``hidden_states[-1]`` is the last layer's raw output, ``last_hidden_state`` its final norm."""
         # transformers zeroes padded frames in place (``hidden_states[~mask] = 0``) before the positional conv.
         if frame_mask is not None:
             x = torch.where(frame_mask[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -425,10 +435,13 @@ class Encoder(nn.Module):
         for layer in self.layers:
             states.append(x)
             x, position_bias = layer(x, key_mask, position_bias)
+        if self.stable and self.transformers_semantics >= 5 and not self.tie_last_hidden_states:
+            states.append(x)
+            return states, self.layer_norm(x)
         if self.stable:
             x = self.layer_norm(x)
         states.append(x)
-        return states
+        return states, None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -486,7 +499,8 @@ class _SpeechEncoder(nn.Module):
         features = self.feature_extractor(input_values)
         mask = None if attention_mask is None else self.frame_mask(features.shape[2], attention_mask)
         x = self.feature_projection(features.transpose(1, 2))
-        return EncoderOutput(features, self.encoder(x, mask), mask)
+        states, last = self.encoder(x, mask)
+        return EncoderOutput(features, states, mask, last)
 
     def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """``last_hidden_state``."""
