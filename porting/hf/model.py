@@ -42,11 +42,15 @@ def weight_norm_prefixes(architecture: str, config: dict) -> dict[str, int]:
     return weight_norm_dims(architecture, config)
 
 
-def build(architecture: str, config: dict) -> AudioClassifier:
+def build(architecture: str, config: dict, where: str = "config.json") -> AudioClassifier:
+    """The rebuild from a config already checked by ``porting.schema`` (so a failure here is a porting bug's or a
+    combination the schema does not know: still one line naming the file)."""
     try:
         return architecture_class(architecture)(config).eval()
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MalformedModelError(f"config.json: cannot build {architecture} from it ({type(exc).__name__}: {exc})") from exc
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        why = " ".join(str(exc).split())[:200]
+        raise MalformedModelError(f"{where}: cannot build {architecture} from it ({type(exc).__name__}: {why}); "
+                                  "check the config against the weights") from exc
 
 
 def load_weights(model: AudioClassifier, state: dict, where: str) -> AudioClassifier:
@@ -69,7 +73,7 @@ def load_weights(model: AudioClassifier, state: dict, where: str) -> AudioClassi
 def rebuild(spec: HFSpec) -> tuple[AudioClassifier, dict]:
     """``(model, folded state dict)`` for an HF folder read by ``read_hf_folder``."""
     state = fold_weight_norm(spec.state, weight_norm_prefixes(spec.architecture, spec.config))
-    model = build(spec.architecture, spec.config)
+    model = build(spec.architecture, spec.config, str(spec.dir / "config.json"))
     return load_weights(model, state, str(spec.dir / spec.weights_file)), model.state_dict()
 
 
@@ -126,16 +130,16 @@ def make_config(spec: HFSpec, state: dict) -> dict:
     return json.loads(json.dumps(cfg))
 
 
-def load_converted(path: Path, config: dict) -> AudioClassifier:
-    """The rebuild from a converted folder (folded weights, keys = the rebuild's)."""
-    from safetensors.torch import load_file
+def load_converted(path: Path, config: dict, state: dict | None = None) -> AudioClassifier:
+    """The rebuild from a converted folder (folded weights, keys = the rebuild's); ``config`` was read and checked
+    by ``porting.convert._load_dir`` (``porting.schema.check_converted``)."""
+    from ..weights import check_weights, read_safetensors
 
-    try:
-        state = load_file(str(path / "model.safetensors"))
-    except Exception as exc:
-        raise MalformedModelError(f"{path / 'model.safetensors'}: cannot read ({exc}); re-run `port convert`") from exc
-    model = build(config["hf_architecture"], config["hf_config"])
-    return load_weights(model, state, str(path / "model.safetensors"))
+    st = path / "model.safetensors"
+    if state is None:
+        state = check_weights(read_safetensors(st, "re-run `port convert`"), st)
+    model = build(config["hf_architecture"], config["hf_config"], str(path / "config.json"))
+    return load_weights(model, state, str(st))
 
 
 def load_hf(path: str | Path) -> tuple[AudioClassifier, dict]:
