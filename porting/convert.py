@@ -254,8 +254,9 @@ def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
         raise MalformedModelError(f"{path / WEIGHTS_NAME}: tensors do not match config.json (first difference: "
                                   f"{extra[0]}); re-run `port convert`")
     ordered = {k: state[k] for k in order}
-    return build_module(ModuleNode.from_dict(config["architecture"], str(path / CONFIG_NAME)), ordered,
-                        str(path / CONFIG_NAME)), config
+    where = str(path / CONFIG_NAME)
+    tree = ModuleNode.from_dict(config["architecture"], where)
+    return build_module(tree, ordered, where), config  # check_input ran when `port convert` wrote it
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:

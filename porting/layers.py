@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MalformedModelError, UnsupportedLayerError
+from .errors import MalformedModelError, UnsupportedLayerError, UnsupportedModelError
 from .learner.spec import LearnerSpec, ModuleNode, child_path
 
 # --------------------------------------------------------------------------- blocks
@@ -404,10 +404,11 @@ def _module_path(key: str) -> str:
     return path
 
 
-def build_module(tree: ModuleNode, state_dict: Mapping[str, torch.Tensor], where: str = "model") -> nn.Module:
+def build_module(tree: ModuleNode, state_dict: Mapping[str, torch.Tensor], where: str = "model",
+                 input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """The module for ``tree`` with ``state_dict`` loaded (strict, same keys), in eval mode. Built on the meta
     device first, so a layer declaring sizes its tensors do not have is refused (one line naming ``where``, the
-    module path and both shapes) before anything is allocated."""
+    module path and both shapes) before anything is allocated; with ``input_shape``, ``check_input`` too."""
     with torch.device("meta"):
         model = _build(tree, "model", where)
     expected = model.state_dict()
@@ -425,6 +426,8 @@ def build_module(tree: ModuleNode, state_dict: Mapping[str, torch.Tensor], where
                 f"{where}: tensors do not fit the rebuilt layers: {node_path} ({classes.get(node_path, '?')}) declares "
                 f"{key} of shape {list(want.shape)} but the stored tensor has shape {list(got.shape)}; the module's "
                 "attributes do not match its weights (a corrupt or edited file)")
+    if input_shape is not None:
+        check_input(model, input_shape, where)
     model = model.to_empty(device="cpu")
     floats = {t.dtype for t in state_dict.values() if t.is_floating_point()}
     if len(floats) == 1:
@@ -437,6 +440,39 @@ def build_module(tree: ModuleNode, state_dict: Mapping[str, torch.Tensor], where
     return model.eval()
 
 
-def build_model(spec: LearnerSpec) -> nn.Module:
-    """The eval-mode plain-torch equivalent of the legacy ``learn.model`` (normalization not folded in)."""
-    return build_module(spec.tree, spec.state_dict, spec.source.file)
+def check_input(meta_model: nn.Module, shape: tuple[int, ...], where: str) -> None:
+    """Refuse, in one line, a module that cannot map the detector's input ``shape`` (``[1, 1, n_mels, frames]``)
+    to ``[1, K]`` logits: a plain ``nn.Module`` such as ``Linear(3, 3)`` converted and then failed every probe and
+    recording with a shape error. ``meta_model`` lives on the meta device (shapes only: no memory, no arithmetic);
+    an op without a meta kernel skips the check (the real forward then decides)."""
+    x = torch.empty(shape, device="meta")
+    try:
+        with torch.no_grad():
+            y = meta_model.eval()(x)
+    except NotImplementedError:
+        return
+    except Exception as exc:  # a shape error of the module itself
+        why = (" ".join(str(exc).split()) or type(exc).__name__)[:160]
+        raise UnsupportedModelError(
+            f"{where}: the model does not take the detector's input {list(shape)} (a mel spectrogram) ({why}); "
+            "porting converts audio classifiers of mel spectrograms, not arbitrary modules") from exc
+    if not isinstance(y, torch.Tensor) or y.dim() != 2 or y.shape[0] != shape[0]:
+        got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise UnsupportedModelError(
+            f"{where}: the model maps the detector's input {list(shape)} to {got}, not to [batch, classes] logits; "
+            "porting converts audio classifiers of mel spectrograms, not arbitrary modules")
+
+
+def model_input_shape(frontend: dict | None = None) -> tuple[int, int, int, int]:
+    """``[1, 1, n_mels, frames]``: what stage C hands the model (``porting.frontend.config``)."""
+    from .frontend.config import FrontendConfig
+
+    cfg = FrontendConfig.from_dict(frontend) if frontend else FrontendConfig()
+    return (1, 1, cfg.mel.n_mels, cfg.pad.frames)
+
+
+def build_model(spec: LearnerSpec, check: bool = True) -> nn.Module:
+    """The eval-mode plain-torch equivalent of the legacy ``learn.model`` (normalization not folded in); ``check``:
+    proven to take the detector's input first (``check_input``; ~0.3 s the first time a process runs a meta forward,
+    so a converted folder, checked when it was written, skips it)."""
+    return build_module(spec.tree, spec.state_dict, spec.source.file, model_input_shape() if check else None)

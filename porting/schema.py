@@ -85,8 +85,11 @@ class Int:
     lo: int | None = None
     hi: int | None = None
     null: bool = False
+    text: str | None = None  # the allowed values in words, where a cross-field rule also applies
 
     def allowed(self) -> str:
+        if self.text:
+            return _or_null(self.text, self.null)
         return _or_null(" ".join(filter(None, ("an integer", _range(self.lo, self.hi)))), self.null)
 
     def check(self, v):
@@ -332,7 +335,7 @@ def _common_fields() -> dict:
         "problem_type": Str(("regression", "single_label_classification", "multi_label_classification"), null=True),
         "hidden_size": Int(1, MAX_HIDDEN),
         "num_hidden_layers": Int(1, MAX_LAYERS),
-        "num_attention_heads": Int(1, MAX_HIDDEN),
+        "num_attention_heads": Int(1, MAX_HIDDEN, text=f"an integer from 1 to {MAX_HIDDEN:,} that divides hidden_size"),
         "intermediate_size": Int(1, MAX_INTERMEDIATE),
         "hidden_act": Str(acts, unsupported=("*",)),
         "layer_norm_eps": Num(0.0, 1.0, lo_open=True),
@@ -354,7 +357,7 @@ def _cnn_fields() -> dict:
         "conv_kernel": ListOf(Int(1, MAX_KERNEL), 1, MAX_CONV_LAYERS),
         "conv_bias": Bool(),
         "num_conv_pos_embeddings": Int(1, MAX_KERNEL),
-        "num_conv_pos_embedding_groups": Int(1, MAX_HIDDEN),
+        "num_conv_pos_embedding_groups": Int(1, MAX_HIDDEN, text="an integer >= 1 that divides hidden_size"),
         "mask_time_prob": Num(0.0, 1.0),
         "mask_feature_prob": Num(0.0, 1.0),
         "add_adapter": Bool(only=False, null=True),
