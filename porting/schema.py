@@ -577,17 +577,20 @@ def _relative(k: str) -> bool:
     return bool(k) and not p.is_absolute() and ".." not in p.parts and "\\" not in k
 
 
-_FILE_REF = Schema({"file": Str(), "sha256": Sha256()}, required=("file", "sha256"))
+_FILE_REF = Schema({"file": Str(), "sha256": Sha256()}, required=("file", "sha256"), what="an object {file, sha256}")
 MANIFEST = Schema(
     {"format": Str(), "algorithm": Str(("sha256",)),
-     "files": Schema(values=Schema({"sha256": Sha256(), "bytes": Int(0)}, required=("sha256", "bytes")),
+     "files": Schema(values=Schema({"sha256": Sha256(), "bytes": Int(0)}, required=("sha256", "bytes"),
+                                   what="an object {sha256, bytes}"),
                      key=_relative, key_allowed="a relative path inside the store", what="an object relative path -> {sha256, bytes}"),
-     "cases": Schema(values=Schema({"model": _FILE_REF, "audio": _FILE_REF, "files": ListOf(Str()), "outcome": Str()}),
+     "cases": Schema(values=Schema({"model": _FILE_REF, "audio": _FILE_REF, "files": ListOf(Str()), "outcome": Str()},
+                                   what="an object {model, audio, files, outcome}"),
                      what="an object case name -> {model, audio, files, outcome}")},
     required=("format", "files"))
 
 # --------------------------------------------------------------------------------------------------- parity.json
 
-PARITY = Schema({"passed": Bool(), "artifacts": Schema(values=Schema({"passed": Bool()}, required=("passed",)),
+PARITY = Schema({"passed": Bool(), "artifacts": Schema(values=Schema({"passed": Bool()}, required=("passed",),
+                                                                     what="an object {passed, ...}"),
                                                        what="an object artifact name -> {passed, ...}")},
                 required=("artifacts",))

@@ -331,3 +331,126 @@ def test_reader_refuses_fifo_quickly(tmp_path):
     with pytest.raises(MalformedModelError, match="FIFO"):
         files.read_bytes(p, "the model file")
     assert time.monotonic() - t < 5
+
+
+# ------------------------------------------------------------------------------------ property tests (hypothesis)
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+W2V2 = "Wav2Vec2ForSequenceClassification"
+BASE_CONFIG = json.loads((HF / "w2v2-base" / "config.json").read_text())
+BASE_ELEMENTS = 39_795  # elements in golden/hf/models/w2v2-base/model.safetensors (checked below)
+ACTS = ["gelu", "relu", "tanh", "gelu_new", "silu"]
+
+
+@st.composite
+def small_w2v2_configs(draw):
+    """Configs inside the schema, small enough to build in milliseconds."""
+    heads = draw(st.integers(1, 4))
+    hidden = heads * draw(st.integers(1, 6))
+    groups = draw(st.sampled_from([g for g in range(1, hidden + 1) if hidden % g == 0]))
+    n_conv = draw(st.integers(1, 3))
+    n_labels = draw(st.integers(1, 4))
+    return {
+        **BASE_CONFIG,
+        "hidden_size": hidden, "num_attention_heads": heads, "num_conv_pos_embedding_groups": groups,
+        "num_conv_pos_embeddings": draw(st.integers(1, 6)),
+        "num_hidden_layers": draw(st.integers(1, 2)), "intermediate_size": draw(st.integers(1, 12)),
+        "conv_dim": draw(st.lists(st.integers(1, 6), min_size=n_conv, max_size=n_conv)),
+        "conv_kernel": draw(st.lists(st.integers(1, 4), min_size=n_conv, max_size=n_conv)),
+        "conv_stride": draw(st.lists(st.integers(1, 3), min_size=n_conv, max_size=n_conv)),
+        "feat_extract_norm": draw(st.sampled_from(["group", "layer"])),
+        "hidden_act": draw(st.sampled_from(ACTS)), "feat_extract_activation": draw(st.sampled_from(ACTS)),
+        "layer_norm_eps": draw(st.floats(1e-12, 0.5)), "conv_bias": draw(st.booleans()),
+        "do_stable_layer_norm": draw(st.booleans()), "use_weighted_layer_sum": draw(st.booleans()),
+        "mask_time_prob": draw(st.floats(0.0, 1.0)), "classifier_proj_size": draw(st.integers(1, 6)),
+        "id2label": {str(i): f"l{i}" for i in range(n_labels)},
+        "label2id": {f"l{i}": i for i in range(n_labels)},
+    }
+
+
+def test_base_elements_constant():
+    from safetensors.torch import load_file
+
+    assert sum(t.numel() for t in load_file(str(HF / "w2v2-base" / "model.safetensors")).values()) == BASE_ELEMENTS
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_w2v2_configs())
+def test_within_schema_validates_and_builds(cfg):
+    """Inside the schema: accepted, builds, and the parameter floor the size limits use is a true lower bound."""
+    from porting.hf.model import build
+    from porting.schema import check_hf_config, hf_parameter_floor
+
+    checked = check_hf_config(cfg, W2V2, "config.json")
+    model = build(W2V2, checked)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params >= hf_parameter_floor(W2V2, checked)
+    assert model.classifier.out_features == len(cfg["id2label"])
+
+
+FIELDS = ["hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "layer_norm_eps",
+          "hidden_act", "conv_dim", "conv_kernel", "conv_stride", "feat_extract_norm", "num_conv_pos_embeddings",
+          "num_conv_pos_embedding_groups", "classifier_proj_size", "id2label", "num_labels", "architectures",
+          "conv_bias", "do_stable_layer_norm", "mask_time_prob", "use_weighted_layer_sum", "add_adapter"]
+HOSTILE = st.one_of(
+    st.none(), st.booleans(), st.integers(-(10**12), 10**12), st.integers(-3, 40),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6), st.sampled_from(ACTS + ["group", "layer"]),
+    st.lists(st.integers(-2, 10**7), max_size=80), st.lists(st.text(max_size=3), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=3),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(FIELDS), HOSTILE)
+def test_any_value_is_accepted_or_one_line_error(field, value):
+    """Any JSON value in any field: the read either accepts it (and the build then works or fails in one typed line)
+    or refuses it with one PortingError line naming the field; never another exception type."""
+    from porting.errors import PortingError
+    from porting.hf.model import build
+    from porting.schema import check_hf_config
+
+    cfg = {**BASE_CONFIG, field: value}
+    try:
+        checked = check_hf_config(cfg, W2V2, "m/config.json", elements=BASE_ELEMENTS)
+    except PortingError as err:
+        text = str(err)
+        assert "\n" not in text and text.startswith("m/config.json: ")
+        assert field in text or "imply at least" in text, text
+        return
+    try:
+        build(W2V2, checked)
+    except PortingError as err:
+        assert "\n" not in str(err)
+
+
+PRE_FIELDS = ["sampling_rate", "feature_size", "padding_side", "padding_value", "do_normalize", "return_attention_mask"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(PRE_FIELDS), HOSTILE)
+def test_preprocessor_values_accepted_only_within_schema(field, value):
+    """The wav2vec2 preprocessor: a value is accepted exactly when a hand-written statement of the schema says so."""
+    from porting.errors import PortingError
+    from porting.schema import check_preprocessor
+
+    def ok(f, v):
+        is_int = isinstance(v, int) and not isinstance(v, bool)
+        return {
+            "sampling_rate": is_int and 1000 <= v <= 384_000,
+            "feature_size": is_int and v == 1,
+            "padding_side": v == "right",
+            "padding_value": not isinstance(v, bool) and isinstance(v, int | float) and v == v and abs(v) != float("inf"),
+            "do_normalize": isinstance(v, bool),
+            "return_attention_mask": isinstance(v, bool),
+        }[f]
+
+    pre = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": 16000, field: value}
+    try:
+        check_preprocessor(pre, "wav2vec2", "p.json")
+        accepted = True
+    except PortingError as err:
+        assert "\n" not in str(err) and f"p.json: {field} = " in str(err)
+        accepted = False
+    assert accepted == ok(field, value), (field, value)
