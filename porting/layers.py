@@ -371,9 +371,10 @@ def _check_hparams(node: ModuleNode, path: str, where: str) -> None:
 def _build(node: ModuleNode, path: str, where: str = "model") -> nn.Module:
     leaf = _LEAVES.get(node.cls)
     factory = leaf or _CONTAINERS.get(node.cls)
+    at = "" if where == "model" else f"{where}: "  # the file, when the caller knows it
     if factory is None:
         raise UnsupportedLayerError(
-            f"{path} is {node.cls}, which has no plain-torch rebuild; supported layers are listed in porting.layers"
+            f"{at}{path} is {node.cls}, which has no plain-torch rebuild; supported layers are listed in porting.layers"
         )
     if leaf is not None:
         _check_hparams(node, path, where)
@@ -382,17 +383,19 @@ def _build(node: ModuleNode, path: str, where: str = "model") -> nn.Module:
     except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
         why = " ".join(str(exc).split())[:200]
         raise UnsupportedLayerError(
-            f"{path} ({node.cls}) has unusable hyper-parameters ({type(exc).__name__}: {why}); cannot rebuild it"
+            f"{at}{path} ({node.cls}) has unusable hyper-parameters ({type(exc).__name__}: {why}); the file is corrupt "
+            "or the layer too new for porting"
         ) from exc
     if leaf is not None:
         if any(child is not None for _, child in node.children):
-            raise UnsupportedLayerError(f"{path} ({node.cls}) has child modules torch's layer never has; cannot rebuild it")
+            raise UnsupportedLayerError(f"{at}{path} ({node.cls}) has child modules torch's layer never has; "
+                                        "the file is corrupt or edited")
         return module
     for name, child in node.children:
         module.add_module(name, None if child is None else _build(child, child_path(path, name), where))
     for name in getattr(module, "REQUIRED", ()):
         if module._modules.get(name) is None:
-            raise UnsupportedLayerError(f"{path} ({node.cls}) lacks its child '{name}'; cannot rebuild it")
+            raise UnsupportedLayerError(f"{at}{path} ({node.cls}) lacks its child '{name}'; the file is corrupt or edited")
     return module
 
 
