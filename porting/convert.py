@@ -124,7 +124,7 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     if model.is_dir() and is_hf_folder(model):
         return _convert_hf(model, out, overwrite, exports, log, strict, golden)
     spec = read_learner(model)
-    net = build_model(spec)  # proves the tree is rebuildable before anything is written
+    net = build_model(spec, check=True)  # proves the tree is rebuildable and takes the detector's input, first
     config = make_config(spec)
     state = {k: t.detach().to("cpu").contiguous().clone() for k, t in spec.state_dict.items()}
     parity = None

@@ -474,8 +474,8 @@ def model_input_shape(frontend: dict | None = None) -> tuple[int, int, int, int]
     return (1, 1, cfg.mel.n_mels, cfg.pad.frames)
 
 
-def build_model(spec: LearnerSpec, check: bool = True) -> nn.Module:
-    """The eval-mode plain-torch equivalent of the legacy ``learn.model`` (normalization not folded in); ``check``:
-    proven to take the detector's input first (``check_input``; ~0.3 s the first time a process runs a meta forward,
-    so a converted folder, checked when it was written, skips it)."""
+def build_model(spec: LearnerSpec, check: bool = False) -> nn.Module:
+    """The eval-mode plain-torch equivalent of the legacy ``learn.model`` (normalization not folded in); ``check``
+    (what ``port convert`` asks): proven first to take the detector's input (``check_input``; ~0.3 s the first time
+    a process runs a meta forward; the library API also rebuilds modules of other inputs, e.g. torchvision's)."""
     return build_module(spec.tree, spec.state_dict, spec.source.file, model_input_shape() if check else None)
