@@ -220,16 +220,6 @@ def format_summary(summary: dict) -> str:
     )
 
 
-def _why(exc: BaseException, path: Path) -> str:
-    """An exception's reason without the path it repeats (the message names the file already)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    for form in (repr(str(path)), str(path)):
-        text = text.replace(form, "the file")
-    return text.removesuffix(": the file")
-
-
 def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
     """A folder ``port convert`` wrote: config.json checked by ``porting.schema.check_converted`` (against the
     tensors the weights hold) and the weights by ``porting.weights``, both before anything is built."""
