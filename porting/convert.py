@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .errors import ExportError, MalformedModelError, UnsupportedModelError
 from .frontend.config import FrontendConfig
@@ -143,7 +143,7 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     if transformers_semantics is not None:
         raise UnsupportedModelError(f"{model}: --transformers-semantics applies to Hugging Face model folders only")
     spec = read_learner(model)
-    net = build_model(spec)  # proves the tree is rebuildable before anything is written
+    net = build_model(spec, check=True)  # proves the tree is rebuildable and takes the detector's input, first
     config = make_config(spec)
     state = {k: t.detach().to("cpu").contiguous().clone() for k, t in spec.state_dict.items()}
     parity = None
@@ -246,41 +246,33 @@ def format_summary(summary: dict) -> str:
     )
 
 
-def _why(exc: BaseException, path: Path) -> str:
-    """An exception's reason without the path it repeats (the message names the file already)."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    for form in (repr(str(path)), str(path)):
-        text = text.replace(form, "the file")
-    return text.removesuffix(": the file")
-
-
 def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
-    if not (path / CONFIG_NAME).is_file():
+    """A folder ``port convert`` wrote: config.json checked by ``porting.schema.check_converted`` (against the
+    tensors the weights hold) and the weights by ``porting.weights``, both before anything is built."""
+    from . import files
+    from .schema import check_converted
+    from .weights import check_weights, read_safetensors
+
+    if not files.exists(path / CONFIG_NAME):
         raise MalformedModelError(f"{path}: no {CONFIG_NAME}; pass a folder written by `port convert`, a learner .pkl, "
                                   "or an HF model folder (config.json + model.safetensors)")
-    try:
-        config = json.loads((path / CONFIG_NAME).read_text())
-    except (OSError, ValueError) as exc:
-        raise MalformedModelError(f"{path / CONFIG_NAME}: cannot read ({_why(exc, path / CONFIG_NAME)}); "
-                                  "re-run `port convert`") from exc
-    if config.get("format") == CONFIG_FORMAT and config.get("family") == "hf":
+    raw = files.read_json(path / CONFIG_NAME, "the converted model config", fix="re-run `port convert`")
+    check_converted(raw, path / CONFIG_NAME)  # layout first: a non-porting folder is named before its weights
+    state = check_weights(read_safetensors(path / WEIGHTS_NAME, "re-run `port convert`"), path / WEIGHTS_NAME)
+    config = check_converted(raw, path / CONFIG_NAME, elements=sum(t.numel() for t in state.values()))
+    if config.get("family") == "hf":
         from .hf.model import load_converted
 
-        return load_converted(path, config), config
-    if config.get("format") != CONFIG_FORMAT or "architecture" not in config:
-        raise MalformedModelError(f"{path / CONFIG_NAME}: not a porting model config; re-run `port convert`")
-    try:
-        state = load_file(str(path / WEIGHTS_NAME))
-    except Exception as exc:  # safetensors raises its own error types
-        raise MalformedModelError(f"{path / WEIGHTS_NAME}: cannot read ({_why(exc, path / WEIGHTS_NAME)}); "
-                                  "re-run `port convert`") from exc
-    order = list(config.get("state_dict", {}).keys()) or sorted(state)
+        return load_converted(path, config, state), config
+    order = list(config["state_dict"]) or sorted(state)
     if set(order) != set(state):
-        raise MalformedModelError(f"{path / WEIGHTS_NAME}: tensors do not match config.json; re-run `port convert`")
+        extra = sorted(set(state) - set(order))[:1] or sorted(set(order) - set(state))[:1]
+        raise MalformedModelError(f"{path / WEIGHTS_NAME}: tensors do not match config.json (first difference: "
+                                  f"{extra[0]}); re-run `port convert`")
     ordered = {k: state[k] for k in order}
-    return build_module(ModuleNode.from_dict(config["architecture"]), ordered), config
+    where = str(path / CONFIG_NAME)
+    tree = ModuleNode.from_dict(config["architecture"], where)
+    return build_module(tree, ordered, where), config  # check_input ran when `port convert` wrote it
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu",

@@ -73,15 +73,19 @@ def release_memory() -> None:
 
 def _verified(model_path: Path) -> dict[str, bool]:
     """Artifact name -> passed, from the converted DIR's parity.json (empty when there is none)."""
-    import json
-
+    from . import files
+    from .errors import PortingError
     from .export import PARITY_NAME
+    from .schema import PARITY, validate
 
-    try:
-        arts = json.loads((model_path / PARITY_NAME).read_text()).get("artifacts", {})
-    except (OSError, ValueError):
+    path = model_path / PARITY_NAME
+    if not files.exists(path):
         return {}
-    return {name: bool(a.get("passed")) for name, a in arts.items()}
+    try:  # an unreadable or malformed parity.json verifies nothing (auto then runs eager torch)
+        arts = validate(files.read_json(path, "parity.json"), PARITY, path)["artifacts"]
+    except PortingError:
+        return {}
+    return {name: a["passed"] for name, a in arts.items()}
 
 
 def _onnx_file(model_path: Path, passed: dict[str, bool], require_verified: bool) -> Path | None:
@@ -432,8 +436,6 @@ def _unreadable(path: Path, exc: OSError) -> AudioError:
 
 def is_hf_model(model_path: str | Path) -> bool:
     """An HF model folder, or a folder ``port convert`` wrote from one."""
-    import json
-
     from .hf.folder import is_hf_folder
 
     p = Path(model_path)
@@ -441,10 +443,14 @@ def is_hf_model(model_path: str | Path) -> bool:
         return False
     if is_hf_folder(p):
         return True
+    from . import files
+    from .errors import PortingError
+
     try:
-        return json.loads((p / "config.json").read_text()).get("family") == "hf"
-    except (OSError, ValueError, AttributeError):
-        return False
+        cfg = files.read_json(p / "config.json", "the model config") if files.exists(p / "config.json") else None
+    except PortingError:
+        return False  # the loader reports it, in one line
+    return isinstance(cfg, dict) and cfg.get("family") == "hf"
 
 
 def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int | None = None, backend: str = "auto",

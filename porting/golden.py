@@ -74,11 +74,12 @@ def _decode(name: str, t: torch.Tensor, storage: dict) -> torch.Tensor:
 
 def load_case(json_path: str | Path) -> Case:
     """Load one golden case (JSON + safetensors), tensors decoded and aliases resolved."""
+    from .files import read_json
+
     json_path = Path(json_path)
-    try:
-        meta = json.loads(json_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise GoldenError(f"{json_path}: cannot read golden case JSON ({exc}); run `port golden verify`") from exc
+    meta = read_json(json_path, "the golden case", GoldenError, fix="run `port golden verify`")
+    if not isinstance(meta, dict):
+        raise GoldenError(f"{json_path}: the golden case is not a JSON object; run `port golden verify`")
     tensors: dict[str, torch.Tensor] = {}
     st = json_path.with_suffix(".safetensors")
     if st.exists():
@@ -136,9 +137,11 @@ _CHUNK = 1 << 20
 
 def file_digest(path: str | Path) -> dict:
     """``{"sha256": hex, "bytes": size}`` of one file, read in 1 MiB chunks."""
+    from .files import open_regular
+
     h = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
+    with open_regular(path, "the file", GoldenError) as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)
             size += len(chunk)
@@ -161,7 +164,9 @@ def _store_files(golden_dir: Path) -> list[str]:
 
 
 def _case_entry(golden_dir: Path, json_rel: str) -> dict:
-    meta = json.loads((golden_dir / json_rel).read_text())
+    from .files import read_json
+
+    meta = read_json(golden_dir / json_rel, "the golden case", GoldenError, fix="regenerate it with tools/regenerate_golden")
     files = [json_rel]
     st = json_rel[: -len(".json")] + ".safetensors"
     if (golden_dir / st).is_file():
@@ -239,16 +244,17 @@ class VerifyResult:
 
 
 def read_manifest(golden_dir: str | Path) -> dict:
+    """The store's MANIFEST.json, read through ``porting.files`` and checked by ``porting.schema.MANIFEST``."""
+    from . import files
+    from .schema import MANIFEST, validate
+
     path = Path(golden_dir) / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise GoldenError(f"{path}: no manifest; create it with `tools/regenerate_golden --manifest-only --out {golden_dir}`") from exc
-    except (OSError, ValueError) as exc:
-        raise GoldenError(f"{path}: unreadable manifest ({exc}); restore it from version control") from exc
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT or not isinstance(manifest.get("files"), dict):
+    if not files.exists(path):
+        raise GoldenError(f"{path}: no manifest; create it with `tools/regenerate_golden --manifest-only --out {golden_dir}`")
+    manifest = files.read_json(path, "the manifest", GoldenError, fix="restore it from version control")
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise GoldenError(f"{path}: not a {MANIFEST_FORMAT} manifest; restore it from version control")
-    return manifest
+    return validate(manifest, MANIFEST, path, GoldenError)
 
 
 def verify_store(golden_dir: str | Path) -> VerifyResult:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import MalformedModelError, UnsupportedLayerError
+from .errors import MalformedModelError, UnsupportedLayerError, UnsupportedModelError
 from .learner.spec import LearnerSpec, ModuleNode, child_path
 
 # --------------------------------------------------------------------------- blocks
@@ -339,40 +339,99 @@ def unsupported_layers(tree: ModuleNode) -> list[tuple[str, str]]:
     return [(path, node.cls) for path, node in tree.walk() if node.cls not in SUPPORTED]
 
 
-def _build(node: ModuleNode, path: str) -> nn.Module:
+# Sizes a recorded layer may declare: a hostile pickle's Linear(10**6, 10**6) would ask for 4 TB (the build runs on
+# the meta device, so that alone costs nothing, and every parameter's shape is then checked against the stored
+# tensor), but a pooling kernel or padding has no tensor to check: it is bounded here instead.
+SIZE_KEYS = ("in_features", "out_features", "in_channels", "out_channels", "num_features", "num_channels",
+             "num_groups", "groups")
+MAX_HPARAM_INT = 1 << 24
+
+
+def _check_hparams(node: ModuleNode, path: str, where: str) -> None:
+    """Every integer a leaf declares within +-MAX_HPARAM_INT, and its sizes >= 1: one line naming the module."""
+    def ints(v):
+        if isinstance(v, bool):
+            return
+        if isinstance(v, int):
+            yield v
+        elif isinstance(v, list | tuple):
+            for x in v:
+                yield from ints(x)
+
+    for key, value in node.hparams.items():
+        for v in ints(value):
+            if abs(v) > MAX_HPARAM_INT:
+                raise MalformedModelError(f"{where}: {path} ({node.cls}) declares {key} = {value}; must be at most "
+                                          f"{MAX_HPARAM_INT:,} in magnitude: not a model porting can rebuild")
+        if key in SIZE_KEYS and not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+            raise MalformedModelError(f"{where}: {path} ({node.cls}) declares {key} = {value!r}; must be an integer >= 1: "
+                                      "the pickle is corrupt")
+
+
+def _build(node: ModuleNode, path: str, where: str = "model") -> nn.Module:
     leaf = _LEAVES.get(node.cls)
     factory = leaf or _CONTAINERS.get(node.cls)
+    at = "" if where == "model" else f"{where}: "  # the file, when the caller knows it
     if factory is None:
         raise UnsupportedLayerError(
-            f"{path} is {node.cls}, which has no plain-torch rebuild; supported layers are listed in porting.layers"
+            f"{at}{path} is {node.cls}, which has no plain-torch rebuild; supported layers are listed in porting.layers"
         )
+    if leaf is not None:
+        _check_hparams(node, path, where)
     try:
         module = factory(node.hparams, node)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        why = " ".join(str(exc).split())[:200]
         raise UnsupportedLayerError(
-            f"{path} ({node.cls}) has unusable hyper-parameters ({type(exc).__name__}: {exc}); cannot rebuild it"
+            f"{at}{path} ({node.cls}) has unusable hyper-parameters ({type(exc).__name__}: {why}); the file is corrupt "
+            "or the layer too new for porting"
         ) from exc
     if leaf is not None:
         if any(child is not None for _, child in node.children):
-            raise UnsupportedLayerError(f"{path} ({node.cls}) has child modules torch's layer never has; cannot rebuild it")
+            raise UnsupportedLayerError(f"{at}{path} ({node.cls}) has child modules torch's layer never has; "
+                                        "the file is corrupt or edited")
         return module
     for name, child in node.children:
-        module.add_module(name, None if child is None else _build(child, child_path(path, name)))
+        module.add_module(name, None if child is None else _build(child, child_path(path, name), where))
     for name in getattr(module, "REQUIRED", ()):
         if module._modules.get(name) is None:
-            raise UnsupportedLayerError(f"{path} ({node.cls}) lacks its child '{name}'; cannot rebuild it")
+            raise UnsupportedLayerError(f"{at}{path} ({node.cls}) lacks its child '{name}'; the file is corrupt or edited")
     return module
 
 
-def build_module(tree: ModuleNode, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """The module for ``tree`` with ``state_dict`` loaded (strict, same keys), in eval mode."""
-    model = _build(tree, "model")
-    expected = list(model.state_dict().keys())
+def _module_path(key: str) -> str:
+    """``model[1].conv1`` for the state-dict key ``1.conv1.weight``: where the tensor's module sits in the tree."""
+    path = "model"
+    for part in key.split(".")[:-1]:
+        path = child_path(path, part)
+    return path
+
+
+def build_module(tree: ModuleNode, state_dict: Mapping[str, torch.Tensor], where: str = "model",
+                 input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """The module for ``tree`` with ``state_dict`` loaded (strict, same keys), in eval mode. Built on the meta
+    device first, so a layer declaring sizes its tensors do not have is refused (one line naming ``where``, the
+    module path and both shapes) before anything is allocated; with ``input_shape``, ``check_input`` too."""
+    with torch.device("meta"):
+        model = _build(tree, "model", where)
+    expected = model.state_dict()
     if set(expected) != set(state_dict.keys()):
         missing = [k for k in expected if k not in state_dict]
         extra = [k for k in state_dict if k not in set(expected)]
         detail = f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"
-        raise MalformedModelError(f"model: recorded tensors do not match the rebuilt layers ({detail}); cannot convert")
+        raise MalformedModelError(f"{where}: recorded tensors do not match the rebuilt layers ({detail}); cannot convert")
+    classes = {p: n.cls for p, n in tree.walk()}
+    for key, want in expected.items():
+        got = state_dict[key]
+        if tuple(got.shape) != tuple(want.shape):
+            node_path = _module_path(key)
+            raise MalformedModelError(
+                f"{where}: tensors do not fit the rebuilt layers: {node_path} ({classes.get(node_path, '?')}) declares "
+                f"{key} of shape {list(want.shape)} but the stored tensor has shape {list(got.shape)}; the module's "
+                "attributes do not match its weights (a corrupt or edited file)")
+    if input_shape is not None:
+        check_input(model, input_shape, where)
+    model = model.to_empty(device="cpu")
     floats = {t.dtype for t in state_dict.values() if t.is_floating_point()}
     if len(floats) == 1:
         model.to(floats.pop())  # keep the legacy precision (a float16 export runs in float16)
@@ -380,10 +439,43 @@ def build_module(tree: ModuleNode, state_dict: Mapping[str, torch.Tensor]) -> nn
         model.load_state_dict(OrderedDict(state_dict), strict=True)
     except RuntimeError as exc:
         last = (str(exc).strip().splitlines() or [""])[-1].strip()
-        raise MalformedModelError(f"model: tensors do not fit the rebuilt layers ({last})") from exc
+        raise MalformedModelError(f"{where}: tensors do not fit the rebuilt layers ({last})") from exc
     return model.eval()
 
 
-def build_model(spec: LearnerSpec) -> nn.Module:
-    """The eval-mode plain-torch equivalent of the legacy ``learn.model`` (normalization not folded in)."""
-    return build_module(spec.tree, spec.state_dict)
+def check_input(meta_model: nn.Module, shape: tuple[int, ...], where: str) -> None:
+    """Refuse, in one line, a module that cannot map the detector's input ``shape`` (``[1, 1, n_mels, frames]``)
+    to ``[1, K]`` logits: a plain ``nn.Module`` such as ``Linear(3, 3)`` converted and then failed every probe and
+    recording with a shape error. ``meta_model`` lives on the meta device (shapes only: no memory, no arithmetic);
+    an op without a meta kernel skips the check (the real forward then decides)."""
+    x = torch.empty(shape, device="meta")
+    try:
+        with torch.no_grad():
+            y = meta_model.eval()(x)
+    except NotImplementedError:
+        return
+    except Exception as exc:  # a shape error of the module itself
+        why = (" ".join(str(exc).split()) or type(exc).__name__)[:160]
+        raise UnsupportedModelError(
+            f"{where}: the model does not take the detector's input {list(shape)} (a mel spectrogram) ({why}); "
+            "porting converts audio classifiers of mel spectrograms, not arbitrary modules") from exc
+    if not isinstance(y, torch.Tensor) or y.dim() != 2 or y.shape[0] != shape[0]:
+        got = list(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise UnsupportedModelError(
+            f"{where}: the model maps the detector's input {list(shape)} to {got}, not to [batch, classes] logits; "
+            "porting converts audio classifiers of mel spectrograms, not arbitrary modules")
+
+
+def model_input_shape(frontend: dict | None = None) -> tuple[int, int, int, int]:
+    """``[1, 1, n_mels, frames]``: what stage C hands the model (``porting.frontend.config``)."""
+    from .frontend.config import FrontendConfig
+
+    cfg = FrontendConfig.from_dict(frontend) if frontend else FrontendConfig()
+    return (1, 1, cfg.mel.n_mels, cfg.pad.frames)
+
+
+def build_model(spec: LearnerSpec, check: bool = False) -> nn.Module:
+    """The eval-mode plain-torch equivalent of the legacy ``learn.model`` (normalization not folded in); ``check``
+    (what ``port convert`` asks): proven first to take the detector's input (``check_input``; ~0.3 s the first time
+    a process runs a meta forward; the library API also rebuilds modules of other inputs, e.g. torchvision's)."""
+    return build_module(spec.tree, spec.state_dict, spec.source.file, model_input_shape() if check else None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 
 from .events import EVENT_COLUMNS, Event, window_events
 
@@ -91,9 +92,36 @@ def detection_payload(det, results, threshold: float, positive: str | None, warn
             d["events"] = [e.to_dict() for e in file_events(r, threshold, positive)]
         if warnings is not None and i < len(warnings) and warnings[i]:
             d["warnings"] = list(warnings[i])
+        d, bad = _strict_json(d)
+        if bad:
+            d.setdefault("warnings", []).append(
+                f"{bad} non-finite value{'s' if bad != 1 else ''} (NaN/Inf) written as null: the model overflowed on "
+                "this recording; its scores are not usable")
         files.append(d)
     return {"model": {**det.config.get("source", {}), "backend": det.backend}, "threshold": threshold,
             "positive": positive, "files": files}
+
+
+def _strict_json(value) -> tuple[object, int]:
+    """``value`` with every non-finite float replaced by None, and how many were; strict JSON (RFC 8259) has no
+    NaN/Infinity, and Python's json would write bare ``NaN`` tokens that other readers reject. Weights are checked
+    finite at read (``porting.weights``), so this is only reached when a model overflows on some input."""
+    if isinstance(value, float):
+        return (value, 0) if math.isfinite(value) else (None, 1)
+    if isinstance(value, dict):
+        out, n = {}, 0
+        for k, v in value.items():
+            out[k], m = _strict_json(v)
+            n += m
+        return out, n
+    if isinstance(value, list | tuple):
+        out, n = [], 0
+        for v in value:
+            x, m = _strict_json(v)
+            out.append(x)
+            n += m
+        return out, n
+    return value, 0
 
 
 def _num(x) -> str:

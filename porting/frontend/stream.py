@@ -122,9 +122,11 @@ def _riff_header(path: Path) -> _RiffHeader | None:
     Needed because libsndfile hides both things we report: it refuses a zero sample rate with a generic
     "SF_INFO struct incomplete", and it silently clamps the frame count of a truncated data chunk.
     """
+    from ..files import open_regular
+
     try:
         size = path.stat().st_size
-        with open(path, "rb") as f:
+        with open_regular(path, "the recording", AudioError) as f:
             head = f.read(12)
             if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
                 return None

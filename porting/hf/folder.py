@@ -15,7 +15,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import MalformedModelError, UnsafePickleError, UnsupportedModelError
+from .. import files
+from ..errors import MalformedModelError, PortingError, UnsafePickleError, UnsupportedModelError
+from ..schema import show
+from ..weights import check_weights, read_safetensors
 
 CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"
@@ -60,14 +63,18 @@ class HFSpec:
 
 
 def is_hf_folder(path: str | Path) -> bool:
-    """A folder whose config.json is a transformers config (``model_type``/``architectures``), not porting's own."""
+    """A folder whose config.json is a transformers config (``model_type``/``architectures``), not porting's own.
+    Anything at config.json that is not a readable regular file (a FIFO, a device) is not taken for porting's own
+    either: it answers True so that ``read_hf_folder`` reports it in one line instead of a later probe hanging."""
     cfg = Path(path) / CONFIG
-    if not cfg.is_file():
+    if not files.exists(cfg):
         return False
+    if not files.is_regular(cfg):
+        return True
     try:
-        d = json.loads(cfg.read_text())
-    except (OSError, ValueError):
-        return False
+        d = files.read_json(cfg, "the model config")
+    except PortingError:
+        return True
     return isinstance(d, dict) and "format" not in d and ("model_type" in d or "architectures" in d)
 
 
@@ -78,28 +85,19 @@ def _sha256(path: Path) -> str:
 
 
 def _json(path: Path, what: str) -> dict:
-    try:
-        d = json.loads(path.read_text())
-    except OSError as exc:
-        raise MalformedModelError(f"{path}: cannot read {what} ({exc.strerror or exc})") from exc
-    except ValueError as exc:
-        raise MalformedModelError(f"{path}: {what} is not valid JSON ({exc})") from exc
+    d = files.read_json(path, what, fix="restore the file the model was published with")
     if not isinstance(d, dict):
-        raise MalformedModelError(f"{path}: {what} is not a JSON object")
+        raise MalformedModelError(f"{path}: {what} is {show(d)}, not a JSON object; restore the file the model was "
+                                  "published with")
     return d
 
 
 def read_weights(folder: Path) -> tuple[dict, str]:
     """``{key: tensor}`` from model.safetensors (preferred) or pytorch_model.bin (restricted unpickling)."""
     st, binf = folder / SAFETENSORS, folder / BIN
-    if st.is_file():
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(st)), SAFETENSORS
-        except Exception as exc:  # safetensors raises its own types
-            raise MalformedModelError(f"{st}: cannot read safetensors ({exc})") from exc
-    if binf.is_file():
+    if files.exists(st):
+        return check_weights(read_safetensors(st, "re-download or re-save the model"), st), SAFETENSORS
+    if files.exists(binf):
         from ..learner.unpickle import TensorRef, describe, read_file, unpickle
 
         unp = unpickle(read_file(binf))
@@ -109,7 +107,7 @@ def read_weights(folder: Path) -> tuple[dict, str]:
         root = unp.root
         if not (isinstance(root, dict) and root and all(isinstance(v, TensorRef) for v in root.values())):
             raise MalformedModelError(f"{binf}: holds {describe(root)}, not a state dict of tensors")
-        return {str(k): v.tensor for k, v in root.items()}, BIN
+        return check_weights({str(k): v.tensor for k, v in root.items()}, binf), BIN
     if (folder / (SAFETENSORS + ".index.json")).is_file() or (folder / (BIN + ".index.json")).is_file():
         raise UnsupportedModelError(f"{folder}: sharded checkpoints are not supported; merge the shards into one "
                                     f"{SAFETENSORS}")
@@ -122,34 +120,45 @@ def _base_prefix(keys) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def recognise(config: dict, keys) -> str:
-    """The architecture from the state-dict keys, checked against ``config.architectures``."""
+HEAD_KEYS = {
+    **{cls: (base, ("projector.weight", "classifier.weight")) for base, cls in SEQUENCE_CLASSIFICATION.items()},
+    CUSTOM_SPEECH: ("wav2vec2", ("classifier.dense.weight", "classifier.out_proj.weight")),
+    AST: ("audio_spectrogram_transformer", ("classifier.dense.weight", "classifier.layernorm.weight")),
+}
+
+
+def recognise(config: dict, keys, where: str | Path = CONFIG) -> str:
+    """The architecture from the state-dict keys, checked against ``config.architectures`` (already validated: a
+    list of strings or absent). ``where`` names the config file in messages."""
     keys = set(keys)
     named = (config.get("architectures") or [None])[0]
     base = _base_prefix(keys)
-    if base == "audio_spectrogram_transformer" and {"classifier.dense.weight", "classifier.layernorm.weight"} <= keys:
-        by_keys = AST
-    elif base == "wav2vec2" and {"classifier.dense.weight", "classifier.out_proj.weight"} <= keys:
-        by_keys = CUSTOM_SPEECH
-    elif base in SEQUENCE_CLASSIFICATION and {"projector.weight", "classifier.weight"} <= keys:
-        by_keys = SEQUENCE_CLASSIFICATION[base]
-    else:
-        by_keys = None
+    by_keys = None
+    for cls, (cls_base, head) in HEAD_KEYS.items():
+        if base == cls_base and set(head) <= keys and (by_keys is None or cls == named):
+            by_keys = cls
     if by_keys is None:
+        if named in HEAD_KEYS and base == HEAD_KEYS[named][0]:
+            lacking = [k for k in HEAD_KEYS[named][1] if k not in keys]
+            raise MalformedModelError(
+                f"{where}: names class {named} but the weights lack its head key{'s' if len(lacking) > 1 else ''} "
+                f"{', '.join(lacking)}; the weights are incomplete or of another head: export the whole model")
         what = f"class {named}" if named else "no architectures entry"
         head = sorted(k for k in keys if not k.startswith(f"{base}."))[:3] if base else sorted(keys)[:3]
         raise UnsupportedModelError(
-            f"config.json names {what} and the weights' head keys are {head or 'absent'}: not an audio "
+            f"{where}: names {what} and the weights' head keys are {head or 'absent'}: not an audio "
             f"classifier porting rebuilds (supported: {', '.join(SUPPORTED)})")
     if named is not None and named != by_keys:
         if named in SUPPORTED:
-            raise MalformedModelError(f"config.json names class {named} but the weights hold a {by_keys} "
-                                      f"(keys under {base}. and {sorted(k for k in keys if k.startswith('classifier.'))[0]})")
-        raise UnsupportedModelError(f"config.json names class {named}, which porting does not rebuild; its weights "
+            raise MalformedModelError(f"{where}: names class {named} but the weights hold a {by_keys} "
+                                      f"(keys under {base}. and {sorted(k for k in keys if k.startswith('classifier.'))[0]}); "
+                                      "fix architectures in config.json")
+        raise UnsupportedModelError(f"{where}: names class {named}, which porting does not rebuild; its weights "
                                     f"look like {by_keys} (supported: {', '.join(SUPPORTED)})")
     model_type = config.get("model_type")
     if model_type is not None and model_type not in BASES[base]:
-        raise MalformedModelError(f"config.json says model_type {model_type!r} but the weights are a {base} model")
+        raise MalformedModelError(f"{where}: model_type = {model_type!r} but the weights are a {base} model; must be "
+                                  f"{' or '.join(map(repr, BASES[base]))}")
     return by_keys
 
 
@@ -174,14 +183,20 @@ def read_hf_folder(path: str | Path, transformers_semantics=None) -> HFSpec:
     folder = Path(path)
     if not folder.is_dir():
         raise MalformedModelError(f"{folder}: not a directory; pass an HF model folder")
-    if not (folder / CONFIG).is_file():
+    if not files.exists(folder / CONFIG):
         raise MalformedModelError(f"{folder}: no {CONFIG}; an HF model folder holds {CONFIG} and {SAFETENSORS} "
                                   f"or {BIN}")
-    config = _json(folder / CONFIG, "the model config")
+    from ..schema import check_hf_config, check_preprocessor, hf_common_schema, validate
+
+    config = validate(_json(folder / CONFIG, "the model config"), hf_common_schema(), folder / CONFIG)
     semantics = resolve(config, transformers_semantics, str(folder / CONFIG))
     state, weights_file = read_weights(folder)
-    arch = recognise(config, state.keys())
-    pre = _json(folder / PREPROCESSOR, "the preprocessor config") if (folder / PREPROCESSOR).is_file() else None
+    arch = recognise(config, state.keys(), folder / CONFIG)
+    config = check_hf_config(config, arch, folder / CONFIG, sum(t.numel() for t in state.values()))
+    pre = None
+    if files.exists(folder / PREPROCESSOR):
+        pre = check_preprocessor(_json(folder / PREPROCESSOR, "the preprocessor config"),
+                                 "ast" if arch == AST else "wav2vec2", folder / PREPROCESSOR)
     sha = {CONFIG: _sha256(folder / CONFIG), weights_file: _sha256(folder / weights_file)}
     if pre is not None:
         sha[PREPROCESSOR] = _sha256(folder / PREPROCESSOR)

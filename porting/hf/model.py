@@ -42,15 +42,18 @@ def weight_norm_prefixes(architecture: str, config: dict) -> dict[str, int]:
     return weight_norm_dims(architecture, config)
 
 
-def build(architecture: str, config: dict, semantics: int = 4) -> AudioClassifier:
+def build(architecture: str, config: dict, semantics: int = 4, where: str = "config.json") -> AudioClassifier:
     """The rebuild of ``architecture`` from the HF config dict, following transformers ``semantics``.x
-    (``porting.hf.semantics``)."""
+    (``porting.hf.semantics``). The config was checked by ``porting.schema``, so a failure here is a porting bug's or
+    a combination the schema does not know: still one line naming the file."""
     from .semantics import with_semantics
 
     try:
         return architecture_class(architecture)(with_semantics(config, semantics)).eval()
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MalformedModelError(f"config.json: cannot build {architecture} from it ({type(exc).__name__}: {exc})") from exc
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        why = " ".join(str(exc).split())[:200]
+        raise MalformedModelError(f"{where}: cannot build {architecture} from it ({type(exc).__name__}: {why}); "
+                                  "check the config against the weights") from exc
 
 
 def load_weights(model: AudioClassifier, state: dict, where: str) -> AudioClassifier:
@@ -73,7 +76,7 @@ def load_weights(model: AudioClassifier, state: dict, where: str) -> AudioClassi
 def rebuild(spec: HFSpec) -> tuple[AudioClassifier, dict]:
     """``(model, folded state dict)`` for an HF folder read by ``read_hf_folder``."""
     state = fold_weight_norm(spec.state, weight_norm_prefixes(spec.architecture, spec.config))
-    model = build(spec.architecture, spec.config, semantics_major(spec))
+    model = build(spec.architecture, spec.config, semantics_major(spec), str(spec.dir / "config.json"))
     return load_weights(model, state, str(spec.dir / spec.weights_file)), model.state_dict()
 
 
@@ -132,16 +135,17 @@ def make_config(spec: HFSpec, state: dict) -> dict:
     return json.loads(json.dumps(cfg))
 
 
-def load_converted(path: Path, config: dict) -> AudioClassifier:
-    """The rebuild from a converted folder (folded weights, keys = the rebuild's)."""
-    from safetensors.torch import load_file
+def load_converted(path: Path, config: dict, state: dict | None = None) -> AudioClassifier:
+    """The rebuild from a converted folder (folded weights, keys = the rebuild's); ``config`` was read and checked
+    by ``porting.convert._load_dir`` (``porting.schema.check_converted``)."""
+    from ..weights import check_weights, read_safetensors
 
-    try:
-        state = load_file(str(path / "model.safetensors"))
-    except Exception as exc:
-        raise MalformedModelError(f"{path / 'model.safetensors'}: cannot read ({exc}); re-run `port convert`") from exc
-    model = build(config["hf_architecture"], config["hf_config"], converted_semantics(config, path))
-    return load_weights(model, state, str(path / "model.safetensors"))
+    st = path / "model.safetensors"
+    if state is None:
+        state = check_weights(read_safetensors(st, "re-run `port convert`"), st)
+    model = build(config["hf_architecture"], config["hf_config"], converted_semantics(config, path),
+                  str(path / "config.json"))
+    return load_weights(model, state, str(st))
 
 
 def semantics_major(spec: HFSpec) -> int:

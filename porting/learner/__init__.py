@@ -98,7 +98,11 @@ def read_learner(path: str | Path) -> LearnerSpec:
     refusal = _refusal(unp, info.file)
     if refusal is not None:
         raise refusal
-    return _spec(unp, info)
+    spec = _spec(unp, info)
+    from ..weights import check_weights
+
+    check_weights(spec.state_dict, info.file)
+    return spec
 
 
 def inspect_pickle(path: str | Path) -> dict:

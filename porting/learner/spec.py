@@ -48,19 +48,36 @@ class ModuleNode:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModuleNode":
+    def from_dict(cls, d: dict, where: str = "config.json", path: str = "model", depth: int = 0) -> "ModuleNode":
+        """The tree stored in a converted config.json (``where``); a malformed node is one line naming its path."""
+        if depth > MAX_DEPTH:
+            raise MalformedModelError(f"{where}: architecture tree deeper than {MAX_DEPTH} at {path}; re-run `port convert`")
         try:
+            if not isinstance(d, dict):
+                raise TypeError(f"node is {describe(d)}, not an object")
+            children = d.get("children", ())
+            if not isinstance(children, list | tuple) or not all(isinstance(c, list | tuple) and len(c) == 2
+                                                                 for c in children):
+                raise TypeError("children is not a list of [name, node] pairs")
+            names = [d.get("parameters", ()), d.get("buffers", ())]
+            if not all(isinstance(n, list | tuple) and all(isinstance(x, str) for x in n) for n in names):
+                raise TypeError("parameters/buffers are not lists of names")
+            if not isinstance(d.get("hparams", {}), dict):
+                raise TypeError("hparams is not an object")
             return cls(
                 cls=str(d["class"]),
                 hparams=dict(d.get("hparams", {})),
                 parameters=tuple(d.get("parameters", ())),
                 buffers=tuple(d.get("buffers", ())),
                 children=tuple(
-                    (str(name), None if child is None else cls.from_dict(child)) for name, child in d.get("children", ())
+                    (str(name), None if child is None else cls.from_dict(child, where, child_path(path, str(name)),
+                                                                         depth + 1))
+                    for name, child in children
                 ),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise MalformedModelError(f"architecture tree: malformed node ({exc}); re-run `port convert`") from exc
+            raise MalformedModelError(f"{where}: architecture node {path} is malformed ({type(exc).__name__}: {exc}); "
+                                      "re-run `port convert`") from exc
 
     def walk(self, path: str = "model"):
         """(path, node) for this node and every descendant, depth first, in child order."""

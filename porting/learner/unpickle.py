@@ -695,18 +695,13 @@ class SourceFile:
 
 
 def read_file(path: str | Path) -> SourceFile:
-    """The whole file (mutable, so tensors can be ``frombuffer`` views of it) and its sha256."""
+    """The whole file (mutable, so tensors can be ``frombuffer`` views of it) and its sha256; through
+    ``porting.files``, so a FIFO or device is refused instead of read forever."""
+    from ..files import read_bytes
+
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        data = bytearray(size)
-        with open(path, "rb") as f:
-            got = f.readinto(data)
-    except OSError as exc:
-        raise MalformedModelError(f"{path}: cannot read ({exc.strerror or exc}); check the path") from exc
-    if got != size:
-        raise MalformedModelError(f"{path}: file changed while reading; try again")
-    if size == 0:
+    data = read_bytes(path, "the model file")
+    if len(data) == 0:
         raise MalformedModelError(f"{path}: empty file; expected a learner .pkl")
     return SourceFile(path, data, hashlib.sha256(data).hexdigest())
 
