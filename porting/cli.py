@@ -127,7 +127,13 @@ def inspect(
     if transformers_semantics is not None and not model.is_dir():
         _fail(PortingError(f"{model}: --transformers-semantics applies to Hugging Face model folders only"))
     report = _run(inspect_pickle, model, *([transformers_semantics] if transformers_semantics is not None else []))
-    typer.echo(json.dumps(report, indent=1) if as_json else format_report(report))
+    if as_json:
+        from .summary import strict_json
+
+        report, _ = strict_json(report)  # a pickle's NaN normalization stats would be a bare NaN token otherwise
+        typer.echo(json.dumps(report, indent=1, allow_nan=False))
+    else:
+        typer.echo(format_report(report))
 
 
 @app.command()
@@ -184,7 +190,7 @@ def detect(
     results = run_many(det, audio, progress=progress, on_file=show)
     if json_out is not None:
         payload = detection_payload(det, results, threshold, positive, notes)
-        _run(write_text_atomic, json_out, json.dumps(payload, indent=1) + "\n", "json_out")
+        _run(write_text_atomic, json_out, json.dumps(payload, indent=1, allow_nan=False) + "\n", "json_out")
         typer.echo(f"wrote {json_out}")
     if csv_out is not None:
         _run(write_text_atomic, csv_out, detection_csv(det, results, threshold, positive), "csv_out")

@@ -92,7 +92,7 @@ def detection_payload(det, results, threshold: float, positive: str | None, warn
             d["events"] = [e.to_dict() for e in file_events(r, threshold, positive)]
         if warnings is not None and i < len(warnings) and warnings[i]:
             d["warnings"] = list(warnings[i])
-        d, bad = _strict_json(d)
+        d, bad = strict_json(d)
         if bad:
             d.setdefault("warnings", []).append(
                 f"{bad} non-finite value{'s' if bad != 1 else ''} (NaN/Inf) written as null: the model overflowed on "
@@ -102,7 +102,7 @@ def detection_payload(det, results, threshold: float, positive: str | None, warn
             "positive": positive, "files": files}
 
 
-def _strict_json(value) -> tuple[object, int]:
+def strict_json(value) -> tuple[object, int]:
     """``value`` with every non-finite float replaced by None, and how many were; strict JSON (RFC 8259) has no
     NaN/Infinity, and Python's json would write bare ``NaN`` tokens that other readers reject. Weights are checked
     finite at read (``porting.weights``), so this is only reached when a model overflows on some input."""
@@ -111,13 +111,13 @@ def _strict_json(value) -> tuple[object, int]:
     if isinstance(value, dict):
         out, n = {}, 0
         for k, v in value.items():
-            out[k], m = _strict_json(v)
+            out[k], m = strict_json(v)
             n += m
         return out, n
     if isinstance(value, list | tuple):
         out, n = [], 0
         for v in value:
-            x, m = _strict_json(v)
+            x, m = strict_json(v)
             out.append(x)
             n += m
         return out, n

@@ -251,3 +251,22 @@ def test_an_unexpected_exception_is_one_line_without_debug(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "PORTING_DEBUG": "1"},
                           timeout=60)
     assert proc.returncode == 70 and "Traceback" in proc.stderr
+
+
+def test_inspect_json_is_strict_json(monkeypatch):
+    """`port inspect --json` writes null for a non-finite number (a pickle's NaN normalization stats), never NaN."""
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from porting.cli import app
+
+    learner = importlib.import_module("porting.learner")
+    monkeypatch.setattr(learner, "inspect_pickle", lambda path: {"normalize": {"mean": [float("nan")], "std": [1.0]}})
+    res = CliRunner().invoke(app, ["inspect", str(SQ11), "--json"])
+    assert res.exit_code == 0, res.output
+
+    def refuse(token):
+        raise ValueError(token)
+
+    assert json.loads(res.stdout, parse_constant=refuse) == {"normalize": {"mean": [None], "std": [1.0]}}
