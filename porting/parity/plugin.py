@@ -61,7 +61,7 @@ def pytest_report_header(config):
     if not (store / "cases").is_dir():
         return None
     running = machine_fingerprint()
-    lines = [f"porting parity: this machine: {describe(running)}"]
+    lines = [f"porting parity: golden store: {store}", f"porting parity: this machine: {describe(running)}"]
     for cap in captures(store):
         lines.append(f"porting parity: capture {cap.name}: {choose_tier(cap.fingerprint, running).line()}")
     return lines
