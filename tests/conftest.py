@@ -1,7 +1,7 @@
 """Shared test helpers. Golden fixtures come from the porting.parity plugin (entry point).
 
 Two stores: ``GOLDEN`` is the golden store the parity tests compare the port with: the committed one, or the
-one named by ``pytest --golden-dir DIR`` / ``$PORTING_GOLDEN_DIR`` (e.g. a capture regenerated on this machine,
+one named by ``pytest --golden-dir=DIR`` / ``$PORTING_GOLDEN_DIR`` (e.g. a capture regenerated on this machine,
 reference/README.md "Regenerating"), set in ``pytest_configure`` before any test module is imported.
 ``COMMITTED`` is always the repository's ``golden/``: the tests about the committed store itself (its manifest,
 its two legacy captures, the HF family, the models' inspect listings).
@@ -36,6 +36,17 @@ def golden_cases(with_error: bool = False, store: Path | None = None) -> list[st
         if bool(json.loads(p.read_text()).get("error")) == with_error:
             out.append(p.stem)
     return out
+
+
+def capture_names() -> list[str]:
+    """The captures of the store under test: ``golden`` (its cases/) and each ``captures/<name>``."""
+    from porting.golden import captures
+
+    return [cap.name for cap in captures(GOLDEN)]
+
+
+def testing_committed_store() -> bool:
+    return GOLDEN.resolve() == COMMITTED.resolve()
 
 
 @pytest.fixture(scope="session")

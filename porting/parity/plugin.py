@@ -33,7 +33,8 @@ def pytest_addoption(parser):
     group.addoption(
         "--golden-dir",
         default=os.environ.get("PORTING_GOLDEN_DIR"),
-        help="golden store to test against (default: ./golden, or $PORTING_GOLDEN_DIR)",
+        help="golden store to test against, e.g. one regenerated on this machine (reference/README.md); write "
+             "--golden-dir=DIR (default: $PORTING_GOLDEN_DIR, else <rootdir>/golden)",
     )
     group.addoption(
         "--parity-report",
