@@ -205,3 +205,14 @@ def test_cli_refusals_are_one_line(tmp_path):
     assert wrong.returncode == 1 and "is Python 3.12.1; the legacy stack needs 3.11" in wrong.stderr
     no_ffmpeg = _cli(str(tmp_path / "legacy"), "--dry-run", path=str(tmp_path / "empty"))
     assert no_ffmpeg.returncode == 1 and "ffmpeg is not on PATH" in no_ffmpeg.stderr
+
+
+def test_cli_refuses_a_path_that_is_not_a_new_dir_or_a_venv(tmp_path):
+    path = _fake_ffmpeg(tmp_path / "bin", "ffmpeg version 5.1.9") + os.pathsep + os.environ["PATH"]
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("x")
+    for target, why in (("a-file", "is a file"), ("full", "exists and is not a venv")):
+        done = _cli(str(tmp_path / target), "--dry-run", path=path)
+        assert done.returncode == 1 and why in done.stderr, done.stderr
+    assert (tmp_path / "full" / "notes.txt").read_text() == "x"
