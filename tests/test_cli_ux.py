@@ -20,14 +20,14 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from conftest import GOLDEN, ROOT
+from conftest import COMMITTED, GOLDEN, ROOT
 from porting.cli import app
 from porting.errors import AudioError, PortingError
 
 SQ11 = GOLDEN / "models" / "sq11-norm.pkl"
 SHORT = GOLDEN / "audio" / "pcm16_16k_short.wav"
 ORCA60 = GOLDEN / "audio" / "orca60_pcm16_48k.wav"
-HF = GOLDEN / "hf"
+HF = COMMITTED / "hf"
 
 
 def _port(*args):

@@ -3,7 +3,10 @@
 The portable tier's error model is validated both ways: it must accept what the legacy stack itself does
 across CPUs (the Intel capture golden/cases vs the AMD capture golden/captures/amd-epyc-zen4, every public
 case) and reject real bugs (a filterbank laid out for 20 kHz, an STFT one hop late, a 1e-3 dB bias on one
-mel band, a dropped normalization, logits or probabilities off by more than the contract).
+mel band, a dropped normalization, logits or probabilities off by more than the contract). Those two captures
+are the committed store's (``COMMITTED``); when the tests run against another store (``--golden-dir`` /
+``$PORTING_GOLDEN_DIR``: a capture regenerated on this machine), its cases are a third CPU's legacy run and
+the acceptance is checked against both committed captures as well.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN, golden_cases
+from conftest import COMMITTED, GOLDEN, golden_cases
 from porting.frontend.config import FrontendConfig, MelConfig
 from porting.frontend.mel import mel_db
 from porting.golden import load_case
@@ -24,15 +28,26 @@ from porting.parity.compare import compare, compare_rule
 from porting.parity.contract import PORTABLE, STRICT, Context, choose_tier, rule_for
 from porting.parity.fingerprint import load_fingerprint, machine_fingerprint, match
 
-AMD = GOLDEN / "captures" / "amd-epyc-zen4"
-CASES = golden_cases()
+INTEL = COMMITTED  # golden/cases: the Intel capture
+AMD = COMMITTED / "captures" / "amd-epyc-zen4"
+CASES = golden_cases(store=COMMITTED)
+# Legacy-vs-legacy pairs of captures (reference, other): the committed two, and the store under test against
+# each of them when it is not the committed one.
+PAIRS = [("intel", "amd-epyc-zen4")] + ([("intel", "golden-dir"), ("amd-epyc-zen4", "golden-dir")]
+                                        if GOLDEN.resolve() != COMMITTED.resolve() else [])
+CAPTURE_DIRS = {"intel": INTEL, "amd-epyc-zen4": AMD, "golden-dir": GOLDEN}
 FFT_STAGES = ["B.mel_db", "C.padded", "X.model_input"]
 MODEL_STAGES = ["Y.logits", "Y.probs", "all.logits", "all.probs", "all.confidence"]
 
 
 @functools.lru_cache(maxsize=None)
 def _pair(name: str):
-    return load_case(GOLDEN / "cases" / f"{name}.json"), load_case(AMD / "cases" / f"{name}.json")
+    return _load(INTEL, name), _load(AMD, name)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(capture: Path, name: str):
+    return load_case(capture / "cases" / f"{name}.json")
 
 
 def _ctx(case) -> Context:
@@ -47,7 +62,7 @@ def _verdicts(case, actual, stages, tier=PORTABLE):
 
 
 def test_both_captures_carry_a_fingerprint_and_differ():
-    intel, amd = load_fingerprint(GOLDEN), load_fingerprint(AMD)
+    intel, amd = load_fingerprint(INTEL), load_fingerprint(AMD)
     assert intel["cpu"]["vendor"] == "GenuineIntel" and intel["recorded"] is False
     assert amd["cpu"]["vendor"] == "AuthenticAMD" and (amd["cpu"]["family"], amd["cpu"]["model"]) == (25, 17)
     same, why = match(intel, amd)
@@ -91,17 +106,21 @@ def test_table_keeps_integer_stages_bitwise_and_fft_stages_modelled():
 # ------------------------------------------------------------------------------------ accepts legacy's own spread
 
 
+@pytest.mark.parametrize("pair", PAIRS, ids=[f"{a}-vs-{b}" for a, b in PAIRS])
 @pytest.mark.parametrize("name", CASES)
-def test_portable_tier_accepts_the_legacy_stack_across_cpus(name):
-    """Intel capture vs AMD capture of the same legacy run: every stage passes the portable tier."""
-    intel, amd = _pair(name)
+def test_portable_tier_accepts_the_legacy_stack_across_cpus(name, pair):
+    """Two captures of the same legacy run on two CPUs: every stage passes the portable tier."""
+    ref_dir, other_dir = (CAPTURE_DIRS[p] for p in pair)
+    if not (other_dir / "cases" / f"{name}.json").is_file():
+        pytest.fail(f"{other_dir} has no case {name}: regenerate every public case (reference/README.md)")
+    ref, other = _load(ref_dir, name), _load(other_dir, name)
     for s in ("A.segment", "A.downmix", "A.waveform"):
-        assert torch.equal(intel.tensors[s], amd.tensors[s])
-    got = _verdicts(intel, amd.tensors, FFT_STAGES + MODEL_STAGES)
+        assert torch.equal(ref.tensors[s], other.tensors[s])
+    got = _verdicts(ref, other.tensors, FFT_STAGES + MODEL_STAGES)
     bad = [r.message() for r in got.values() if not r.passed]
     assert not bad, bad
-    assert intel.meta["local_predictions"] == amd.meta["local_predictions"]
-    assert intel.meta["global_prediction"] == amd.meta["global_prediction"]
+    assert ref.meta["local_predictions"] == other.meta["local_predictions"]
+    assert ref.meta["global_prediction"] == other.meta["global_prediction"]
 
 
 def test_strict_tier_rejects_the_same_spread():
@@ -207,11 +226,11 @@ def test_a_capture_with_this_machines_fingerprint_is_held_to_the_strict_tier(tmp
     from porting.parity.run import run_parity
 
     store = tmp_path / "golden"
-    shutil.copytree(GOLDEN / "models", store / "models")
-    shutil.copytree(GOLDEN / "audio", store / "audio")
+    shutil.copytree(COMMITTED / "models", store / "models")
+    shutil.copytree(COMMITTED / "audio", store / "audio")
     (store / "cases").mkdir()
     for ext in ("json", "safetensors"):
-        shutil.copy(GOLDEN / "cases" / f"rn18__pcm16_16k_short.{ext}", store / "cases")
+        shutil.copy(INTEL / "cases" / f"rn18__pcm16_16k_short.{ext}", store / "cases")
     cap = store / "captures" / "here" / "cases"
     cap.mkdir(parents=True)
     for ext in ("json", "safetensors"):

@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from conftest import GOLDEN, ROOT
+from conftest import COMMITTED, GOLDEN, ROOT
 from porting.convert import convert, format_summary, load_model
 from porting.errors import MalformedModelError, UnsupportedLayerError, UnsupportedModelError
 from porting.frontend.config import FrontendConfig
@@ -42,7 +42,7 @@ def test_output_files_and_summary(converted):
 
 def test_safetensors_match_legacy_state_dict_listing(converted):
     name, out, _ = converted
-    listing = json.loads((GOLDEN / "models" / f"{name}.inspect.json").read_text())["state_dict"]
+    listing = json.loads((COMMITTED / "models" / f"{name}.inspect.json").read_text())["state_dict"]
     with safe_open(str(out / "model.safetensors"), framework="pt") as f:
         got = {k: {"shape": list(f.get_slice(k).get_shape()), "dtype": f.get_slice(k).get_dtype()} for k in f.keys()}
     assert set(got) == set(listing)
@@ -55,7 +55,7 @@ def test_config_json(converted):
     name, out, _ = converted
     cfg = json.loads((out / "config.json").read_text())
     src = GOLDEN / "models" / f"{name}.pkl"
-    listing = json.loads((GOLDEN / "models" / f"{name}.inspect.json").read_text())
+    listing = json.loads((COMMITTED / "models" / f"{name}.inspect.json").read_text())
     assert cfg["source"]["file"] == f"{name}.pkl"
     assert cfg["source"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest() == listing["sha256"]
     assert cfg["source"]["kind"] == "fastai1-learner"

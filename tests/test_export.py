@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import GOLDEN, ROOT, golden_cases
+from conftest import GOLDEN, ROOT, capture_names, golden_cases, testing_committed_store
 from porting.errors import ExportError, MalformedModelError, UnsupportedModelError
 from porting.golden import load_case
 
@@ -92,7 +92,9 @@ def sq_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sq_cases():
     cases = _cases(SQ)
-    assert len(cases) == 4 and sum(len(c.stored_windows) for c in cases) == 16  # two cases, two captures each
+    assert len(cases) == 2 * len(capture_names()) and all(c.stored_windows for c in cases)  # two cases per capture
+    if testing_committed_store():
+        assert sum(len(c.stored_windows) for c in cases) == 16  # two captures
     return cases
 
 
@@ -219,7 +221,9 @@ def test_rn18_onnx_artifacts_on_every_stored_window(tmp_path):
     cls = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     pipe = ort.InferenceSession(str(tmp_path / "pipeline.onnx"), providers=["CPUExecutionProvider"])
     cases = _cases("rn18")
-    assert sum(len(c.stored_windows) for c in cases) == 36  # 18 windows, two captures
+    assert len(cases) == 5 * len(capture_names()) and all(c.stored_windows for c in cases)  # five result cases per capture
+    if testing_committed_store():
+        assert sum(len(c.stored_windows) for c in cases) == 36  # 18 windows, two captures
     for case in cases:
         t = case.tensors
         _assert_model_outputs("rn18 model.onnx", cls.run(None, {"spectrogram": t["X.model_input"].numpy()})[0], case)
@@ -239,7 +243,7 @@ def test_parity_json_records_every_check(sq_dir, sq_cases):
     from porting.export.verify import case_label
 
     labels = [case_label(c) for c in sq_cases]
-    assert parity["golden"]["cases"] == labels and parity["golden"]["windows"] == 16
+    assert parity["golden"]["cases"] == labels and parity["golden"]["windows"] == sum(len(c.stored_windows) for c in sq_cases)
     assert "row" in parity["rules"] and parity["fingerprint"]["cpu"]["vendor"]
     assert parity["probe"]["windows"] == 4 and "PCM_16" in parity["probe"]["description"]
     assert parity["versions"]["torch"] == torch.__version__
@@ -339,7 +343,7 @@ def test_port_parity_checks_what_the_onnx_backend_ships(sq_dir):
     out, _ = sq_dir
     runs = run_parity(GOLDEN, model_path=out, backend="onnx")
     assert sorted((r.report.case, r.capture) for r in runs) == sorted(
-        (f"{SQ}__{rec}", cap) for rec in ("orca60_pcm16_48k", "pcm16_16k_short") for cap in ("golden", "amd-epyc-zen4"))
+        (f"{SQ}__{rec}", cap) for rec in ("orca60_pcm16_48k", "pcm16_16k_short") for cap in capture_names())
     for r in runs:
         assert r.report.passed, r.report.summary()
         assert {"Y.logits", "all.logits", "all.confidence", "agg.local_predictions"} <= {s.stage for s in r.report.stages}

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import GOLDEN, ROOT
+from conftest import COMMITTED, ROOT
 from porting.errors import GoldenError
 from porting.golden import MANIFEST_NAME, build_manifest, verify_store, write_manifest
 
@@ -26,7 +26,7 @@ def _port(*args, timeout=120):
 def pristine(tmp_path_factory):
     """One byte copy of the golden store per module (the original is never touched)."""
     dst = tmp_path_factory.mktemp("pristine") / "golden"
-    shutil.copytree(GOLDEN, dst)
+    shutil.copytree(COMMITTED, dst)
     return dst
 
 
@@ -44,28 +44,28 @@ def _replace(path, data: bytes):
 
 
 def test_manifest_lists_every_file_with_its_sha256_and_size():
-    manifest = json.loads((GOLDEN / MANIFEST_NAME).read_text())
-    nested = sorted(m.parent for m in GOLDEN.glob(f"*/**/{MANIFEST_NAME}"))  # family stores keep their own
-    assert nested == [GOLDEN / "hf", GOLDEN / "hf-t4", GOLDEN / "hf-t5"]  # HF: transformers 4.57.1 twice, 5.25.0
+    manifest = json.loads((COMMITTED / MANIFEST_NAME).read_text())
+    nested = sorted(m.parent for m in COMMITTED.glob(f"*/**/{MANIFEST_NAME}"))  # family stores keep their own
+    assert nested == [COMMITTED / "hf", COMMITTED / "hf-t4", COMMITTED / "hf-t5"]  # HF: transformers 4.57.1 twice, 5.25.0
     on_disk = sorted(
-        p.relative_to(GOLDEN).as_posix() for p in GOLDEN.rglob("*")
+        p.relative_to(COMMITTED).as_posix() for p in COMMITTED.rglob("*")
         if p.is_file() and p.name != MANIFEST_NAME and not any(n in p.parents for n in nested)
     )
     assert sorted(manifest["files"]) == on_disk
     for rel, entry in manifest["files"].items():
-        data = (GOLDEN / rel).read_bytes()
+        data = (COMMITTED / rel).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}, rel
 
 
 def test_manifest_records_each_case_provenance():
-    manifest = json.loads((GOLDEN / MANIFEST_NAME).read_text())
-    cases = sorted(p.stem for p in (GOLDEN / "cases").glob("*.json"))
-    amd = sorted(f"amd-epyc-zen4/{p.stem}" for p in (GOLDEN / "captures" / "amd-epyc-zen4" / "cases").glob("*.json"))
+    manifest = json.loads((COMMITTED / MANIFEST_NAME).read_text())
+    cases = sorted(p.stem for p in (COMMITTED / "cases").glob("*.json"))
+    amd = sorted(f"amd-epyc-zen4/{p.stem}" for p in (COMMITTED / "captures" / "amd-epyc-zen4" / "cases").glob("*.json"))
     assert sorted(manifest["cases"]) == sorted(cases + amd) and len(amd) == len(cases)  # every case captured twice
     for name, entry in manifest["cases"].items():
         capture, _, stem = name.rpartition("/")
         rel = f"captures/{capture}/cases/{stem}.json" if capture else f"cases/{name}.json"
-        meta = json.loads((GOLDEN / rel).read_text())
+        meta = json.loads((COMMITTED / rel).read_text())
         assert entry["provenance"] == meta["provenance"]
         assert entry["model"] == {"file": f"models/{meta['model']['file']}", "sha256": meta["model"]["sha256"]}
         assert entry["audio"] == {"file": f"audio/{meta['audio']['file']}", "sha256": meta["audio"]["sha256"]}
@@ -76,11 +76,11 @@ def test_manifest_records_each_case_provenance():
 
 
 def test_committed_manifest_is_current():
-    assert json.loads((GOLDEN / MANIFEST_NAME).read_text()) == build_manifest(GOLDEN)
+    assert json.loads((COMMITTED / MANIFEST_NAME).read_text()) == build_manifest(COMMITTED)
 
 
 def test_port_golden_verify_accepts_the_store():
-    done = _port("golden", "verify", str(GOLDEN))
+    done = _port("golden", "verify", str(COMMITTED))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.startswith("ok: 45 files")  # 27 + the AMD capture's 15 cases files, README and 2 fingerprints
 
@@ -127,17 +127,17 @@ def test_verify_refuses_a_store_without_manifest(store):
 def test_write_manifest_round_trip(store):
     (store / MANIFEST_NAME).unlink()
     write_manifest(store)
-    assert (store / MANIFEST_NAME).read_bytes() == (GOLDEN / MANIFEST_NAME).read_bytes()
+    assert (store / MANIFEST_NAME).read_bytes() == (COMMITTED / MANIFEST_NAME).read_bytes()
     assert verify_store(store).ok
 
 
 def test_nested_family_store_is_its_own(tmp_path):
     """golden/hf has a MANIFEST of its own: the root manifest neither lists its files nor breaks when they change."""
-    root = build_manifest(GOLDEN)
+    root = build_manifest(COMMITTED)
     assert not any(f.startswith("hf/") for f in root["files"])
-    assert verify_store(GOLDEN / "hf").ok
+    assert verify_store(COMMITTED / "hf").ok
     d = tmp_path / "g"
-    shutil.copytree(GOLDEN / "cases", d / "cases")
+    shutil.copytree(COMMITTED / "cases", d / "cases")
     (d / "fam" / "cases").mkdir(parents=True)
     (d / "fam" / "cases" / "x.bin").write_bytes(b"1")
     write_manifest(d / "fam")

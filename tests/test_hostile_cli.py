@@ -21,13 +21,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOLDEN, ROOT
+from conftest import COMMITTED, GOLDEN, ROOT
 
 SQ11 = GOLDEN / "models" / "sq11-norm.pkl"
 RN18 = GOLDEN / "models" / "rn18.pkl"
 SHORT = GOLDEN / "audio" / "pcm16_16k_short.wav"
-HF_MODEL = GOLDEN / "hf" / "models" / "w2v2-base"
-HF_AUDIO = GOLDEN / "hf" / "audio" / "tones16k.wav"
+HF_MODEL = COMMITTED / "hf" / "models" / "w2v2-base"
+HF_AUDIO = COMMITTED / "hf" / "audio" / "tones16k.wav"
 LONG = "a" * 300  # one path component over NAME_MAX (255 bytes)
 TIME_BOUND_S = 180  # a hang fails the case instead of the suite
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import GOLDEN, ROOT
+from conftest import COMMITTED, ROOT
 from porting.errors import GoldenError
 from porting.parity.run import run_parity
 
@@ -37,14 +37,14 @@ def _png_ok(path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("parity")
-    done = _port("parity", "--golden", str(GOLDEN), "--report", str(out / "rep"), "--json", str(out / "stats.json"))
+    done = _port("parity", "--golden", str(COMMITTED), "--report", str(out / "rep"), "--json", str(out / "stats.json"))
     return done, out
 
 
 def test_port_parity_passes_on_every_public_case(full_run):
     done, out = full_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    cases = sorted(p.stem for p in (GOLDEN / "cases").glob("*.json"))
+    cases = sorted(p.stem for p in (COMMITTED / "cases").glob("*.json"))
     n = 2 * len(cases)  # every case has its Intel capture (golden/cases) and its AMD one (golden/captures/amd-epyc-zen4)
     assert f"{n} of {n} case captures pass" in done.stdout
     assert "this machine: " in done.stdout and "capture amd-epyc-zen4: " in done.stdout
@@ -68,6 +68,7 @@ def test_port_parity_passes_on_every_public_case(full_run):
 
 
 def test_port_parity_report_pngs_open(full_run):
+    pytest.importorskip("matplotlib", reason="the `report` extra is not installed: no figures")  # before counting links
     _, out = full_run
     text = (out / "rep" / "report.md").read_text()
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
@@ -78,7 +79,7 @@ def test_port_parity_report_pngs_open(full_run):
         w, h = _png_ok(out / "rep" / rel)
         assert w >= 1000 and h >= 300
     assert sorted(p.relative_to(out / "rep").as_posix() for p in (out / "rep").rglob("*.png")) == sorted(links)
-    for case in (p.stem for p in (GOLDEN / "cases").glob("*.json")):
+    for case in (p.stem for p in (COMMITTED / "cases").glob("*.json")):
         assert f"## {case} vs golden (cpu)" in text and f"## {case} vs amd-epyc-zen4 (cpu)" in text
     assert "strict" in text and "portable" in text and "this machine's numerics fingerprint" in text
 
@@ -100,7 +101,7 @@ app(args=sys.argv[1:], prog_name="port")
 
 
 def test_perturbed_port_fails_at_the_right_place(tmp_path):
-    case = GOLDEN / "cases" / "rn18__pcm16_16k_short.json"  # 2 windows, both stored
+    case = COMMITTED / "cases" / "rn18__pcm16_16k_short.json"  # 2 windows, both stored
     done = _port("parity", "--golden", str(case), "--report", str(tmp_path / "rep"), code=PERTURB)
     assert done.returncode == 1, done.stdout + done.stderr
     rows = {  # table columns are separated by 2+ spaces; stage names may hold single spaces
@@ -128,8 +129,8 @@ def test_perturbed_port_fails_at_the_right_place(tmp_path):
 def test_port_parity_errors_are_one_line(tmp_path):
     with pytest.raises(GoldenError, match="neither a golden case JSON nor a golden store"):
         run_parity(tmp_path / "nothing.json")
-    case = GOLDEN / "cases" / "rn18__pcm16_8k_2500ms.json"
-    done = _port("parity", "--golden", str(case), "--model", str(GOLDEN / "models" / "sq11-norm.pkl"))
+    case = COMMITTED / "cases" / "rn18__pcm16_8k_2500ms.json"
+    done = _port("parity", "--golden", str(case), "--model", str(COMMITTED / "models" / "sq11-norm.pkl"))
     assert done.returncode == 1 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "no golden case was captured from" in last
@@ -157,7 +158,7 @@ def test_plugin_fixtures_and_parity_report(pytester, tmp_path):
     store = tmp_path / "store"
     (store / "cases").mkdir(parents=True)
     for name in ("rn18__pcm16_8k_2500ms.json", "rn18__pcm16_8k_2500ms.safetensors", "rn18__too_short_1500ms.json"):
-        shutil.copy(GOLDEN / "cases" / name, store / "cases" / name)
+        shutil.copy(COMMITTED / "cases" / name, store / "cases" / name)
     pytester.makepyfile(test_inner=PLUGIN_TESTS)
     rep = tmp_path / "rep"
     # plugin: entry point. A subprocess: an in-process run drops the modules first imported inside it (matplotlib,
@@ -173,7 +174,8 @@ def test_plugin_fixtures_and_parity_report(pytester, tmp_path):
 
 
 def test_a_port_refusal_of_a_scored_recording_is_a_failure(monkeypatch):
-    import porting.frontend.decode as decode
+    import porting.detect  # noqa: F401  imported before the patch: it binds `probe` by name, and a first import
+    import porting.frontend.decode as decode  # under the patch would keep the refusing one for the rest of the session
     from porting.errors import AudioError
     from porting.golden import load_case
     from porting.parity.run import check_case
@@ -184,6 +186,6 @@ def test_a_port_refusal_of_a_scored_recording_is_a_failure(monkeypatch):
     monkeypatch.setattr(decode, "probe", refuse)
     from porting.parity.contract import PORTABLE, Tier
 
-    run = check_case(load_case(GOLDEN / "cases" / "rn18__pcm16_8k_2500ms.json"), None, Tier(PORTABLE, "test"))
+    run = check_case(load_case(COMMITTED / "cases" / "rn18__pcm16_8k_2500ms.json"), None, Tier(PORTABLE, "test"))
     assert not run.report.passed
     assert "legacy scored 1 windows; port raised AudioError: " in run.report.stages[0].message()

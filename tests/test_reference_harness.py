@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from conftest import GOLDEN, ROOT, golden_cases
+from conftest import COMMITTED, GOLDEN, ROOT, golden_cases
 from porting.golden import load_case
 
 sys.path.insert(0, str(ROOT / "reference"))
@@ -216,3 +216,38 @@ def test_regenerate_records_the_fingerprint_the_legacy_python_measures(tmp_path)
     fp = load_fingerprint(tmp_path)
     assert path == tmp_path / "fingerprint.json" and fp["threads"] == 1 and fp["recorded"] is True
     assert match(machine_fingerprint(), fp)[0]  # same machine: the strict tier for cases captured here
+
+
+def _regenerate(*args):
+    return subprocess.run([sys.executable, str(ROOT / "tools" / "regenerate_golden"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("out", ["golden", "golden/", "golden/captures/my-machine", "golden/cases/.."])
+def test_regenerate_refuses_to_write_into_the_committed_store(out, tmp_path):
+    before = (COMMITTED / "MANIFEST.json").read_bytes()
+    for extra in ([], ["--manifest-only"]):
+        done = subprocess.run([sys.executable, str(ROOT / "tools" / "regenerate_golden"), "--legacy-python", "/legacy/bin/python",
+                               "--production", str(ROOT / "reference" / "capture.py"), "--out", out, *extra],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert done.returncode == 1 and "inside the committed golden store" in done.stderr, done.stderr
+        assert "--golden-dir" in done.stderr and done.stderr.count("\n") == 1
+    assert (COMMITTED / "MANIFEST.json").read_bytes() == before
+    assert not (COMMITTED / "captures" / "my-machine").exists()
+
+
+def test_regenerate_without_models_plans_every_committed_case_with_its_budget(tmp_path):
+    done = _regenerate("--dry-run", "--legacy-python", "/legacy/bin/python", "--production", ROOT / "reference" / "capture.py",
+                       "--out", tmp_path / "mine")
+    assert done.returncode == 0, done.stderr
+    lines = [line.split() for line in done.stdout.splitlines() if "capture.py" in line]
+    committed = sorted(p.stem for p in (COMMITTED / "cases").glob("*.json"))
+    assert [line[line.index("--case") + 1] for line in lines] == committed
+    for line in lines:  # the committed case's budget, so the same windows are stored where confidences allow
+        case = line[line.index("--case") + 1]
+        recorded = caseio.parse_max_bytes(json.loads((COMMITTED / "cases" / f"{case}.json").read_text())["provenance"]["command"])
+        assert int(line[line.index("--max-bytes") + 1]) == recorded
+    assert not (tmp_path / "mine").exists()  # a dry run writes nothing
+    half = _regenerate("--dry-run", "--legacy-python", "/l/bin/python", "--production", ROOT / "reference" / "capture.py",
+                       "--model", COMMITTED / "models" / "rn18.pkl", "--out", tmp_path / "mine")
+    assert half.returncode == 1 and "--model and recordings together" in half.stderr

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN, ROOT
+from conftest import COMMITTED, ROOT
 from porting.golden import load_case
 from porting.parity.compare import HOP_S, ParityReport, compare, compare_rule
 from porting.parity.contract import GOLDEN_INPUT, STRICT, Tier
@@ -33,7 +33,7 @@ LINK = re.compile(r"!\[[^\]]*\]\(([^)]+)\)")
 
 def _run(name: str, capture: str = "golden", chained: dict | None = None, isolated: dict | None = None) -> CaseRun:
     """A CaseRun as `port parity` builds it, with the port's outputs = the golden's except where given."""
-    cap_dir = GOLDEN if capture == "golden" else GOLDEN / "captures" / capture
+    cap_dir = COMMITTED if capture == "golden" else COMMITTED / "captures" / capture
     case = load_case(cap_dir / "cases" / f"{name}.json")
     g, stored = case.tensors, case.stored_windows
     actual = {k: v.clone() for k, v in g.items()}
@@ -69,8 +69,8 @@ def test_provenance_lists_real_values(tmp_path):
         assert f"git commit `{head.stdout.strip()}" in text
     else:
         assert "git commit `unknown`" in text
-    assert hashlib.sha256((GOLDEN / "MANIFEST.json").read_bytes()).hexdigest() in text
-    meta = json.loads((GOLDEN / "cases" / f"{SHORT}.json").read_text())
+    assert hashlib.sha256((COMMITTED / "MANIFEST.json").read_bytes()).hexdigest() in text
+    meta = json.loads((COMMITTED / "cases" / f"{SHORT}.json").read_text())
     assert meta["model"]["sha256"] in text and meta["audio"]["sha256"] in text
     for name in ("numpy", "scipy", "soundfile", "torch"):
         assert f"{name} {metadata.version(name)}" in text
@@ -79,7 +79,7 @@ def test_provenance_lists_real_values(tmp_path):
     except metadata.PackageNotFoundError:
         assert "onnxruntime not installed" in text
     assert describe(machine_fingerprint()) in text
-    for cap_dir in (GOLDEN, GOLDEN / "captures" / "amd-epyc-zen4"):
+    for cap_dir in (COMMITTED, COMMITTED / "captures" / "amd-epyc-zen4"):
         assert describe(json.loads((cap_dir / "fingerprint.json").read_text())) in text
     assert re.search(r"\| generated \| \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \|", text)
     vendor = machine_fingerprint()["cpu"]["vendor"]
@@ -90,8 +90,8 @@ def test_a_store_whose_values_differ_is_not_taken_for_the_golden(tmp_path):
     store = tmp_path / "store"
     (store / "cases").mkdir(parents=True)
     for f in (f"{SHORT}.json", f"{SHORT}.safetensors"):
-        shutil.copy(GOLDEN / "cases" / f, store / "cases" / f)
-    shutil.copy(GOLDEN / "fingerprint.json", store / "fingerprint.json")
+        shutil.copy(COMMITTED / "cases" / f, store / "cases" / f)
+    shutil.copy(COMMITTED / "fingerprint.json", store / "fingerprint.json")
     (store / "MANIFEST.json").write_text('{"format": "x", "files": {}, "cases": {}}')
     run = _run(SHORT)
     assert locate_store(run, store) == store.resolve()
@@ -130,13 +130,13 @@ def test_rows_with_the_same_numbers_are_shown_once(tmp_path):
                          "margins.png"]
 
     # the isolated B differs by one element: its row (and picture) come back
-    g = load_case(GOLDEN / "cases" / f"{SHORT}.json").tensors
+    g = load_case(COMMITTED / "cases" / f"{SHORT}.json").tensors
     run = _run(SHORT, isolated={"B.mel_db": _bumped(g["B.mel_db"], 1e-6)})
     assert "B.mel_db" + GOLDEN_INPUT not in duplicates(run)
 
 
 def test_same_statistics_are_not_enough_when_the_input_differs():
-    g = load_case(GOLDEN / "cases" / f"{SHORT}.json").tensors
+    g = load_case(COMMITTED / "cases" / f"{SHORT}.json").tensors
     logits = _bumped(g["Y.logits"], 3e-6)
     # chained and isolated logits identical; the chained input (X) exact: the same numbers, said so
     run = _run(SHORT, chained={"Y.logits": logits}, isolated={"Y.logits": logits.clone()})
@@ -169,7 +169,7 @@ def test_figures_open_with_pillow_and_have_their_size(tmp_path):
     pytest.importorskip("matplotlib", reason="the `report` extra is not installed")
     from PIL import Image
 
-    g = load_case(GOLDEN / "cases" / f"{SHORT}.json").tensors
+    g = load_case(COMMITTED / "cases" / f"{SHORT}.json").tensors
     run = _run(SHORT, chained={"B.mel_db": _bumped(g["B.mel_db"], 1e-3)})
     md = write_report([run], tmp_path / "rep")
     links = LINK.findall(md.read_text())
@@ -196,7 +196,7 @@ def test_diff_scale_is_absolute_and_axes_are_labelled():
     mpl = pytest.importorskip("matplotlib", reason="the `report` extra is not installed")
     from porting.parity.report import _matplotlib
 
-    g = load_case(GOLDEN / "cases" / f"{SHORT}.json").tensors
+    g = load_case(COMMITTED / "cases" / f"{SHORT}.json").tensors
     norms = []
     for delta in (1e-7, 1e-2):
         port = g["B.mel_db"].clone()
@@ -242,7 +242,7 @@ def test_without_matplotlib_the_markdown_says_what_to_install(tmp_path, monkeypa
 def test_hf_runs_render(tmp_path):
     from porting.parity.hf import load_hf_case, merge_windows
 
-    case = load_hf_case(GOLDEN / "hf" / "cases" / "sewd__stereo48k.json")
+    case = load_hf_case(COMMITTED / "hf" / "cases" / "sewd__stereo48k.json")
     results = []
     for i in case.stored_windows:
         gold = case.window(i)
@@ -259,7 +259,7 @@ def test_hf_runs_render(tmp_path):
     port_probs[1, 0] += 3e-7
     starts = np.asarray(case.meta["windows"]["starts"]) / 16000.0
     run = CaseRun(report, tier=Tier(STRICT, "test"), capture="golden/hf",
-                  golden_fingerprint=load_fingerprint(GOLDEN / "hf"),
+                  golden_fingerprint=load_fingerprint(COMMITTED / "hf"),
                   probs=(case.tensors["all.probs"].numpy(), port_probs, case.meta["labels"], starts))
     dups = duplicates(run)
     assert dups["F.input_values" + GOLDEN_INPUT][0] == "F.input_values"
@@ -269,7 +269,7 @@ def test_hf_runs_render(tmp_path):
     section = "sewd__stereo48k vs golden/hf (cpu)"
     assert _table_stages(text, section) == ["A.waveform", "F.input_values", "M.hidden_states.0", "Y.probs", "all.probs"]
     assert "| transformers | port |" in text and "`M.*` inside the model" in text
-    assert hashlib.sha256((GOLDEN / "hf" / "MANIFEST.json").read_bytes()).hexdigest() in text
+    assert hashlib.sha256((COMMITTED / "hf" / "MANIFEST.json").read_bytes()).hexdigest() in text
     assert case.meta["model"]["weights_sha256"] in text
     if _has_matplotlib():
         assert sorted(p.name for p in md.parent.rglob("*.png")) == ["margins.png", "probs.png"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import GOLDEN
+from conftest import GOLDEN, capture_names
 import porting.winograd as W
 from porting.convert import load_model
 from porting.golden import load_case
@@ -293,6 +293,6 @@ def test_port_parity_winograd_backend_on_every_capture():
     from porting.parity.run import run_parity
 
     runs = run_parity(GOLDEN, backend=W.NAME)
-    assert len(runs) >= 16
+    assert len(runs) == 8 * len(capture_names())  # every case (the crash case too) of every capture
     bad = [r.report.summary() for r in runs if not r.report.passed]
     assert not bad, bad

@@ -33,7 +33,8 @@ def pytest_addoption(parser):
     group.addoption(
         "--golden-dir",
         default=os.environ.get("PORTING_GOLDEN_DIR"),
-        help="golden store to test against (default: ./golden, or $PORTING_GOLDEN_DIR)",
+        help="golden store to test against, e.g. one regenerated on this machine (reference/README.md); write "
+             "--golden-dir=DIR (default: $PORTING_GOLDEN_DIR, else <rootdir>/golden)",
     )
     group.addoption(
         "--parity-report",
@@ -57,11 +58,11 @@ def pytest_report_header(config):
         from .fingerprint import describe, machine_fingerprint
     except ImportError:  # pragma: no cover - torch missing: the tests say so themselves
         return None
-    store = _golden_path(config)
+    store = golden_path(config)
     if not (store / "cases").is_dir():
         return None
     running = machine_fingerprint()
-    lines = [f"porting parity: this machine: {describe(running)}"]
+    lines = [f"porting parity: golden store: {store}", f"porting parity: this machine: {describe(running)}"]
     for cap in captures(store):
         lines.append(f"porting parity: capture {cap.name}: {choose_tier(cap.fingerprint, running).line()}")
     return lines
@@ -73,14 +74,16 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _golden_path(config) -> Path:
+def golden_path(config) -> Path:
+    """The golden store of the session: ``--golden-dir``, else ``$PORTING_GOLDEN_DIR``, else ``<rootdir>/golden``."""
     opt = config.getoption("--golden-dir")
-    return Path(opt) if opt else Path(config.rootpath) / "golden"
+    return Path(opt).expanduser() if opt else Path(config.rootpath) / "golden"
+
 
 
 def _case_names(config, with_error: bool) -> list[tuple[str, str]]:
     """(path relative to the store, test id) of every case of every capture (``cases/``, ``captures/*/cases/``)."""
-    store = _golden_path(config)
+    store = golden_path(config)
     out = []
     dirs = [("golden", store / "cases")] + [(d.name, d / "cases") for d in sorted((store / "captures").glob("*"))]
     for capture, cases in dirs:
@@ -115,7 +118,7 @@ def _load(path: Path):
 
 @pytest.fixture(scope="session")
 def golden_dir(request) -> Path:
-    path = _golden_path(request.config)
+    path = golden_path(request.config)
     if not (path / "cases").is_dir():
         pytest.fail(f"golden store not found at {path} (pass --golden-dir)")
     return path
@@ -191,7 +194,7 @@ def pytest_sessionfinish(session, exitstatus):
         merged[key].report.stages.extend(r.report.stages)
         merged[key].worst.update(r.worst)
     path = write_report(list(merged.values()), out, title="Parity report (pytest session)",
-                        golden=_golden_path(session.config))
+                        golden=golden_path(session.config))
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     if tr is not None:
         tr.write_line(f"parity report: {path} ({len(runs)} comparisons)")
