@@ -120,9 +120,9 @@ def inspect(
 
     _run(check_name, model, "model", MalformedModelError)
     if model.is_dir():
-        from .hf.folder import format_inspect as format_report, inspect_folder as inspect_pickle
+        from .families.hf.folder import format_inspect as format_report, inspect_folder as inspect_pickle
     else:
-        from .learner import format_report, inspect_pickle
+        from .families.orcahello.learner import format_report, inspect_pickle
 
     if transformers_semantics is not None and not model.is_dir():
         _fail(PortingError(f"{model}: --transformers-semantics applies to Hugging Face model folders only"))
@@ -234,7 +234,7 @@ def parity(
     report: Optional[Path] = typer.Option(None, "--report", help="write OUT/report.md and PNGs here"),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="windows per forward pass for all.*"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write every stage's statistics as JSON"),
-    backend: str = typer.Option("torch", "--backend", help="what `port detect` runs: torch (the pad-folded eager model), onnx (detector.onnx of a converted --model DIR) or winograd (porting.winograd, pad-folded)"),
+    backend: str = typer.Option("torch", "--backend", help="what `port detect` runs: torch (the pad-folded eager model), onnx (detector.onnx of a converted --model DIR) or winograd (porting.families.orcahello.winograd, pad-folded)"),
 ):
     """Run the port on each golden case's recording, as `port detect` runs it, and compare every stage
     with every capture of the case (chained from the recording, and each stage fed its golden input).

@@ -18,10 +18,10 @@ import torch
 from safetensors.torch import save_file
 
 from .errors import ExportError, MalformedModelError, UnsupportedModelError
-from .frontend.config import FrontendConfig
-from .layers import build_model, build_module
-from .learner import LearnerSpec, read_learner
-from .learner.spec import ModuleNode
+from .families.orcahello.frontend.config import FrontendConfig
+from .families.orcahello.layers import build_model, build_module
+from .families.orcahello.learner import LearnerSpec, read_learner
+from .families.orcahello.learner.spec import ModuleNode
 from .outputs import check_name, check_not_inputs, check_output_dir, spell
 
 CONFIG_FORMAT = "porting.model/1"
@@ -117,7 +117,7 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
             golden: str | Path | None = None, log=None, strict: bool = True, transformers_semantics=None) -> dict:
     """Read ``model`` without executing it, rebuild and check the network, write ``out`` atomically.
 
-    ``model`` is a learner pickle or a Hugging Face model folder (``porting.hf``). ``exports``: what
+    ``model`` is a learner pickle or a Hugging Face model folder (``porting.families.hf``). ``exports``: what
     ``port convert --export`` takes, with the same default (``"all"``: every format whose runtime is installed;
     ``"none"`` or ``[]``: no artifact, but parity.json and the model card; ``None``: weights and config.json
     only); they are written and verified into the same temp dir, so they appear atomically too; ``golden`` adds
@@ -126,7 +126,7 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     when an artifact misses the parity contract, ``out`` is still written (the artifact marked FAILED in
     parity.json) and ``ExportError`` is raised, unless ``strict=False`` (then check ``summary["exports"]["passed"]``).
     ``transformers_semantics`` (HF folders: 4 or 5) overrides the transformers major whose semantics the port
-    follows (default: the one in the folder's config.json, ``porting.hf.semantics``).
+    follows (default: the one in the folder's config.json, ``porting.families.hf.semantics``).
     """
     check_name(model, "model", MalformedModelError)
     model, out = Path(model), Path(out)
@@ -136,7 +136,7 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
         raise ExportError(f"{spell('golden', golden)}: not a golden store (no cases/ folder); pass golden/ (learners) "
                           "or golden/hf (Hugging Face folders), or drop the option")
     exports = _formats(exports)
-    from .hf.folder import is_hf_folder
+    from .families.hf.folder import is_hf_folder
 
     if model.is_dir() and is_hf_folder(model):
         return _convert_hf(model, out, overwrite, exports, log, strict, golden, transformers_semantics)
@@ -182,8 +182,8 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
 def _convert_hf(model: Path, out: Path, overwrite: bool, exports, log, strict: bool, golden=None,
                 transformers_semantics=None) -> dict:
     """An HF folder -> the rebuild's (weight-norm folded) safetensors, porting's config.json, the preprocessor."""
-    from .hf.folder import PREPROCESSOR, read_hf_folder
-    from .hf.model import make_config as hf_config, rebuild
+    from .families.hf.folder import PREPROCESSOR, read_hf_folder
+    from .families.hf.model import make_config as hf_config, rebuild
 
     spec = read_hf_folder(model, transformers_semantics)
     net, state = rebuild(spec)
@@ -197,10 +197,10 @@ def _convert_hf(model: Path, out: Path, overwrite: bool, exports, log, strict: b
         (tmp / PREPROCESSOR).write_text(json.dumps(spec.preprocessor, indent=1) + "\n")
         os.chmod(tmp / PREPROCESSOR, 0o644)
         if exports is not None:
-            from .hf.export import export_hf
+            from .families.hf.export import export_hf
 
             parity = export_hf(net, config, tmp, exports, log=log, golden=golden)
-        from .hf.model import model_card
+        from .families.hf.model import model_card
 
         (tmp / "README.md").write_text(model_card(config, parity))
         os.chmod(tmp / "README.md", 0o644)
@@ -248,10 +248,10 @@ def format_summary(summary: dict) -> str:
 
 def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
     """A folder ``port convert`` wrote: config.json checked by ``porting.schema.check_converted`` (against the
-    tensors the weights hold) and the weights by ``porting.weights``, both before anything is built."""
-    from . import files
+    tensors the weights hold) and the weights by ``porting.io.weights``, both before anything is built."""
+    from .io import files
     from .schema import check_converted
-    from .weights import check_weights, read_safetensors
+    from .io.weights import check_weights, read_safetensors
 
     if not files.exists(path / CONFIG_NAME):
         raise MalformedModelError(f"{path}: no {CONFIG_NAME}; pass a folder written by `port convert`, a learner .pkl, "
@@ -261,7 +261,7 @@ def _load_dir(path: Path) -> tuple[torch.nn.Module, dict]:
     state = check_weights(read_safetensors(path / WEIGHTS_NAME, "re-run `port convert`"), path / WEIGHTS_NAME)
     config = check_converted(raw, path / CONFIG_NAME, elements=sum(t.numel() for t in state.values()))
     if config.get("family") == "hf":
-        from .hf.model import load_converted
+        from .families.hf.model import load_converted
 
         return load_converted(path, config, state), config
     order = list(config["state_dict"]) or sorted(state)
@@ -284,17 +284,17 @@ def load_model(path: str | Path, device: str | torch.device = "cpu",
     (HF models, 4 or 5): for an HF folder, overrides what its config.json says; a converted folder follows what it
     was converted with, and a different value is refused (re-convert instead).
     """
-    from .hf.folder import is_hf_folder
+    from .families.hf.folder import is_hf_folder
 
     path = Path(path)
     if path.is_dir() and is_hf_folder(path):
-        from .hf.model import load_hf
+        from .families.hf.model import load_hf
 
         model, config = load_hf(path, transformers_semantics)
     elif path.is_dir():
         model, config = _load_dir(path)
         if transformers_semantics is not None:
-            from .hf.model import check_converted_semantics
+            from .families.hf.model import check_converted_semantics
 
             check_converted_semantics(config, path, transformers_semantics)
     elif transformers_semantics is not None:

@@ -1,7 +1,7 @@
 """The detector: recording -> stage A windows -> B mel dB -> C crop/pad -> normalize -> model
 -> softmax -> confidence -> aggregate (golden/README.md §1-§5), batched and streamed.
 
-Only ``porting.frontend.decode`` touches the filesystem; every other step is a pure function over
+Only ``porting.io.decode`` touches the filesystem; every other step is a pure function over
 a batch of windows, so memory is bounded by ``batch_size`` whatever the recording's length.
 """
 
@@ -15,17 +15,17 @@ from typing import Callable, Iterable
 
 import torch
 
-from .aggregate import Aggregate, AggregateConfig, aggregate
+from .families.orcahello.aggregate import Aggregate, AggregateConfig, aggregate
 from .errors import AudioError, MalformedModelError, PortingError, UnsupportedModelError
 from .events import Event, second_events
-from .frontend.stream import TruncatedAudioWarning
+from .io.stream import TruncatedAudioWarning
 from .outputs import check_name, name_problem, spell
-from .frontend.config import FrontendConfig
-from .frontend.decode import AudioInfo, probe
-from .frontend.windows import iter_windows, plan_windows
-from .graph import StageGraph
-from .padfold import fold_pad
-from .winograd import NAME as WINOGRAD
+from .families.orcahello.frontend.config import FrontendConfig
+from .io.decode import AudioInfo, probe
+from .families.orcahello.frontend.windows import iter_windows, plan_windows
+from .families.orcahello.graph import StageGraph
+from .families.orcahello.padfold import fold_pad
+from .families.orcahello.winograd import NAME as WINOGRAD
 
 
 _LIBC = None
@@ -73,7 +73,7 @@ def release_memory() -> None:
 
 def _verified(model_path: Path) -> dict[str, bool]:
     """Artifact name -> passed, from the converted DIR's parity.json (empty when there is none)."""
-    from . import files
+    from .io import files
     from .errors import PortingError
     from .export import PARITY_NAME
     from .schema import PARITY, validate
@@ -89,7 +89,7 @@ def _verified(model_path: Path) -> dict[str, bool]:
 
 
 def _onnx_file(model_path: Path, passed: dict[str, bool], require_verified: bool) -> Path | None:
-    """The ONNX classifier to run: detector.onnx (the pad-folded classifier, ``porting.padfold``), else
+    """The ONNX classifier to run: detector.onnx (the pad-folded classifier, ``porting.families.orcahello.padfold``), else
     model.onnx, each only if present and (``require_verified``) passed this model's verification (``passed``:
     ``_verified(model_path)``)."""
     from .export.onnx import DETECTOR_FILE, MODEL_FILE
@@ -218,19 +218,19 @@ class Detector:
     batch_size: int = 32
     aggregate_cfg: AggregateConfig = field(default_factory=AggregateConfig)
     backend: str = "torch"
-    folded: bool = False  # ``model`` reads only a window's own frames (porting.padfold)
+    folded: bool = False  # ``model`` reads only a window's own frames (porting.families.orcahello.padfold)
     _graph: StageGraph | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(cls, model_path: str | Path, device: str | torch.device = "cpu", backend: str = "torch", **kw) -> "Detector":
         """``backend="onnx"`` runs the model stage in onnxruntime (CPU) from ``model_path/detector.onnx``,
         else ``model.onnx`` (refused when parity.json says it failed verification); the frontend stays the exact
-        torch one on ``device``. ``"winograd"`` runs ``porting.winograd.winograd_model`` (BN folded, fused
+        torch one on ``device``. ``"winograd"`` runs ``porting.families.orcahello.winograd.winograd_model`` (BN folded, fused
         residual/ReLU, Winograd F(2,3) convolutions from 256 channels; CPU; refused when parity.json says it failed). ``"auto"`` picks
         onnx for a converted DIR on CPU when onnxruntime is installed and parity.json says that ONNX artifact passed,
         else winograd when parity.json says it passed, else torch (measured per batch of 32 on 2 cores, AMD Zen 5:
         onnx 0.36 s, winograd 0.42 s, torch 0.61 s). Every backend runs the pad-folded twin of the model
-        (``porting.padfold.fold_pad``) whenever the model allows it."""
+        (``porting.families.orcahello.padfold.fold_pad``) whenever the model allows it."""
         from .convert import load_model
 
         device = torch.device(check_device(device))
@@ -260,7 +260,7 @@ class Detector:
                 if passed.get(WINOGRAD) is False:
                     raise UnsupportedModelError(f"{model_path}: the winograd backend failed this model's verification "
                                                 f"(parity.json); re-run `port convert` or use {spell('backend', 'torch')}")
-                from .winograd import winograd_model
+                from .families.orcahello.winograd import winograd_model
 
                 model = winograd_model(model)
             twin = fold_pad(model, config)
@@ -272,7 +272,7 @@ class Detector:
 
     @property
     def graph(self) -> StageGraph:
-        """The stage graph this model runs (porting.graph), parsed from config.json once."""
+        """The stage graph this model runs (porting.families.orcahello.graph), parsed from config.json once."""
         if self._graph is None:
             self._graph = StageGraph.from_config(self.config)
         return self._graph
@@ -436,14 +436,14 @@ def _unreadable(path: Path, exc: OSError) -> AudioError:
 
 def is_hf_model(model_path: str | Path) -> bool:
     """An HF model folder, or a folder ``port convert`` wrote from one."""
-    from .hf.folder import is_hf_folder
+    from .families.hf.folder import is_hf_folder
 
     p = Path(model_path)
     if not p.is_dir():
         return False
     if is_hf_folder(p):
         return True
-    from . import files
+    from .io import files
     from .errors import PortingError
 
     try:
@@ -456,17 +456,17 @@ def is_hf_model(model_path: str | Path) -> bool:
 def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int | None = None, backend: str = "auto",
                   window_s: float | None = None, hop_s: float | None = None, fbank_backend: str | None = None,
                   threshold: float = 0.5, transformers_semantics=None):
-    """The detector for ``model_path``: ``porting.hf.detect.HFDetector`` for the HF family (windows of
+    """The detector for ``model_path``: ``porting.families.hf.detect.HFDetector`` for the HF family (windows of
     ``window_s``/``hop_s``), else the OrcaHello ``Detector`` (its windows are fixed: 2 s, hop 1 s; ``threshold``
     decides its per-second calls and events, legacy's 0.5 by default). ``transformers_semantics`` (HF models: 4 or
-    5) overrides the transformers major an HF folder is ported with (``porting.hf.semantics``)."""
+    5) overrides the transformers major an HF folder is ported with (``porting.families.hf.semantics``)."""
     device = check_device(device)
     check_backend(backend)
     threshold = check_threshold(threshold)
     batch_size = check_batch_size(batch_size)
     check_name(model_path, "model", MalformedModelError)
     if is_hf_model(model_path):
-        from .hf.detect import HFDetector
+        from .families.hf.detect import HFDetector
 
         return HFDetector.load(model_path, device=device, backend=backend, window_s=window_s, hop_s=hop_s,
                                fbank_backend=fbank_backend, batch_size=batch_size or 16,

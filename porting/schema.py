@@ -320,7 +320,7 @@ def _same_lengths(eff):
 
 
 def _activations() -> tuple:
-    from .hf.base import ACTIVATIONS
+    from .families.hf.base import ACTIVATIONS
 
     return tuple(sorted(ACTIVATIONS))
 
@@ -368,11 +368,11 @@ def _cnn_fields() -> dict:
 
 def hf_schema(architecture: str) -> Schema:
     """The schema of an HF ``config.json`` for one supported architecture (defaults: transformers' config class)."""
-    from .hf.folder import AST, CUSTOM_SPEECH, SEQUENCE_CLASSIFICATION
+    from .families.hf.folder import AST, CUSTOM_SPEECH, SEQUENCE_CLASSIFICATION
 
     common = [rule(_labels_rule), _divides("num_attention_heads")]
     if architecture == AST:
-        from .hf.ast import AST_DEFAULTS
+        from .families.hf.ast import AST_DEFAULTS
 
         fields = {**_common_fields(), "patch_size": Int(1, MAX_KERNEL), "frequency_stride": Int(1, MAX_KERNEL),
                   "time_stride": Int(1, MAX_KERNEL), "max_length": Int(1, 100_000), "num_mel_bins": Int(1, 4_096),
@@ -385,8 +385,8 @@ def hf_schema(architecture: str) -> Schema:
             return None
 
         return Schema(fields, rules=tuple(common) + (rule(patch_fits),), defaults=AST_DEFAULTS)
-    from .hf.sewd import SEWD_DEFAULTS
-    from .hf.wav2vec2 import HUBERT_DEFAULTS, WAV2VEC2_DEFAULTS, WAVLM_DEFAULTS
+    from .families.hf.sewd import SEWD_DEFAULTS
+    from .families.hf.wav2vec2 import HUBERT_DEFAULTS, WAV2VEC2_DEFAULTS, WAVLM_DEFAULTS
 
     fields = {**_common_fields(), **_cnn_fields()}
     rules = common + [rule(_same_lengths), _divides("num_conv_pos_embedding_groups")]
@@ -418,7 +418,7 @@ def hf_schema(architecture: str) -> Schema:
     else:
         fields.update(do_stable_layer_norm=Bool(), adapter_attn_dim=Int(1, MAX_HIDDEN, null=True))
         if architecture == CUSTOM_SPEECH:
-            from .hf.heads import POOLING_MODES
+            from .families.hf.heads import POOLING_MODES
 
             fields["pooling_mode"] = Str(tuple(POOLING_MODES))
         defaults = WAV2VEC2_DEFAULTS
@@ -433,7 +433,7 @@ def _num_labels(cfg: dict) -> int:
 
 def hf_parameter_floor(architecture: str, config: dict) -> int:
     """A lower bound of the parameters the config builds (the largest matrices only), from validated values."""
-    from .hf.folder import AST
+    from .families.hf.folder import AST
 
     eff = {**hf_schema(architecture).defaults, **config}
     h, i, n = eff["hidden_size"], eff["intermediate_size"], eff["num_hidden_layers"]
@@ -527,7 +527,7 @@ _WINDOWS = Schema({"window_s": Num(0.0, 3600.0, lo_open=True), "hop_s": Num(0.0,
 
 
 def _hf_converted() -> Schema:
-    from .hf.folder import SUPPORTED
+    from .families.hf.folder import SUPPORTED
 
     return Schema(
         {**_COMMON_CONVERTED, "hf_architecture": Str(SUPPORTED), "hf_config": Schema(),

@@ -105,7 +105,7 @@ def detection_payload(det, results, threshold: float, positive: str | None, warn
 def _strict_json(value) -> tuple[object, int]:
     """``value`` with every non-finite float replaced by None, and how many were; strict JSON (RFC 8259) has no
     NaN/Infinity, and Python's json would write bare ``NaN`` tokens that other readers reject. Weights are checked
-    finite at read (``porting.weights``), so this is only reached when a model overflows on some input."""
+    finite at read (``porting.io.weights``), so this is only reached when a model overflows on some input."""
     if isinstance(value, float):
         return (value, 0) if math.isfinite(value) else (None, 1)
     if isinstance(value, dict):

@@ -464,7 +464,7 @@ def test_cli_convert_rejects_an_unknown_format_and_writes_nothing(tmp_path):
 @pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 0), (3, 2, 1), (2, 2, 0), (3, 3, 1), (5, 2, 2)])
 @pytest.mark.parametrize("size", [(7, 7), (8, 9), (125, 155), (31, 62)])
 def test_ceil_mode_maxpool_swap_is_identical(kernel, stride, padding, size):
-    from porting.pipeline import CeilMaxPool2d
+    from porting.families.orcahello.pipeline import CeilMaxPool2d
 
     g = torch.Generator().manual_seed(size[0] * 100 + size[1])
     x = torch.randn(2, 3, *size, generator=g)
@@ -474,7 +474,7 @@ def test_ceil_mode_maxpool_swap_is_identical(kernel, stride, padding, size):
 
 def test_export_ready_model_is_bitwise_the_port(sq_model):
     """sq11-norm has both swapped layers (ceil-mode MaxPool2d x3, AdaptiveMaxPool2d(1)); max is exact."""
-    from porting.pipeline import CeilMaxPool2d, GlobalMaxPool2d, export_ready
+    from porting.families.orcahello.pipeline import CeilMaxPool2d, GlobalMaxPool2d, export_ready
 
     model, _ = sq_model
     ready = export_ready(model)
@@ -488,9 +488,9 @@ def test_export_ready_model_is_bitwise_the_port(sq_model):
 
 
 def test_dft_kernels_compute_the_windowed_rfft():
-    from porting.frontend.config import MelConfig
-    from porting.frontend.mel import _build_window
-    from porting.pipeline import dft_kernels
+    from porting.families.orcahello.frontend.config import MelConfig
+    from porting.dsp.mel import _build_window
+    from porting.families.orcahello.pipeline import dft_kernels
 
     cfg = MelConfig()
     k = dft_kernels(cfg).to(torch.float64)[:, 0]  # [2K, N]
@@ -508,7 +508,7 @@ def test_dft_kernels_compute_the_windowed_rfft():
 def test_pipeline_graph_matches_the_eager_port_on_the_probe(sq_model):
     """The exportable Pipeline (both STFT forms) against the exact eager path, before any exporter runs."""
     from porting.export.verify import eager_reference, probe_waveforms
-    from porting.pipeline import Pipeline
+    from porting.families.orcahello.pipeline import Pipeline
 
     model, config = sq_model
     wave = probe_waveforms()

@@ -169,8 +169,8 @@ def _eager_reference(model_dir: Path, recording: Path) -> tuple[np.ndarray, np.n
     """Per-window (logits, probs) of the unfolded eager model, one window per forward."""
     from porting.convert import load_model
     from porting.detect import Detector
-    from porting.frontend.decode import probe
-    from porting.frontend.windows import iter_windows
+    from porting.io.decode import probe
+    from porting.families.orcahello.frontend.windows import iter_windows
 
     model, config = load_model(model_dir)
     assert config["activation"] == {"name": "softmax", "dim": -1}

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from conftest import GOLDEN, golden_cases
-from porting import layers as L
+from porting.families.orcahello import layers as L
 from porting.convert import load_model
 from porting.golden import load_case
-from porting.padfold import PadFolded, columns, fold_pad, needed
+from porting.families.orcahello.padfold import PadFolded, columns, fold_pad, needed
 
 TOL = 1e-5
 MODELS = ("rn18.pkl", "sq11-norm.pkl")

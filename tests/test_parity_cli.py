@@ -85,7 +85,7 @@ def test_port_parity_report_pngs_open(full_run):
 
 PERTURB = """
 import sys, torch
-import porting.frontend.pad as pad
+import porting.families.orcahello.frontend.pad as pad
 from porting.cli import app
 real = pad.crop_pad
 def crop_pad(spec, *a, **k):
@@ -173,7 +173,7 @@ def test_plugin_fixtures_and_parity_report(pytester, tmp_path):
 
 
 def test_a_port_refusal_of_a_scored_recording_is_a_failure(monkeypatch):
-    import porting.frontend.decode as decode
+    import porting.io.decode as decode
     from porting.errors import AudioError
     from porting.golden import load_case
     from porting.parity.run import check_case

@@ -3,8 +3,8 @@
 ``export_all(model, config, out_dir, formats)`` writes, for each format, the classifier artifact
 (``model.*``: normalized model input ``[B, 1, 256, 312]`` -> logits) and the pipeline artifact
 (``pipeline.*``: stage-A windows ``[B, 40000]`` -> confidence, probs, logits); for ONNX also the
-pad-folded classifier ``detector.onnx`` that ``port detect`` runs (``porting.padfold``); and, with no file of its
-own, the ``winograd`` backend (``porting.winograd``). It loads each back in its own runtime, checks it by the parity contract against the eager port on a probe batch and against the goldens of the same
+pad-folded classifier ``detector.onnx`` that ``port detect`` runs (``porting.families.orcahello.padfold``); and, with no file of its
+own, the ``winograd`` backend (``porting.families.orcahello.winograd``). It loads each back in its own runtime, checks it by the parity contract against the eager port on a probe batch and against the goldens of the same
 pickle when a golden store is given (``verify``), then writes ``parity.json`` and the HF-style
 ``preprocessor_config.json`` + ``README.md``. An artifact that misses the tolerance, or fails to export or
 load, is marked failed; nothing passes with a warning. ``port convert`` runs this inside its temp dir, so
@@ -21,8 +21,8 @@ from typing import Callable
 import torch
 
 from ..errors import ExportError, PortingError
-from ..graph import StageGraph
-from ..winograd import NAME as WINOGRAD  # not a file: rebuilt from model.safetensors at load (port detect --backend)
+from ..families.orcahello.graph import StageGraph
+from ..families.orcahello.winograd import NAME as WINOGRAD  # not a file: rebuilt from model.safetensors at load (port detect --backend)
 
 FORMATS = ("onnx", "torchscript", "pt2", "tflite")
 ARTIFACTS = {
@@ -205,8 +205,8 @@ class _WinogradRunner:
     """The winograd backend as ``port detect`` builds it (``winograd_model``, pad-folded where the model folds)."""
 
     def __init__(self, model: torch.nn.Module, config: dict):
-        from ..padfold import fold_pad
-        from ..winograd import describe, winograd_model
+        from ..families.orcahello.padfold import fold_pad
+        from ..families.orcahello.winograd import describe, winograd_model
 
         fast = winograd_model(model)
         self.model = fold_pad(fast, config) or fast
@@ -237,7 +237,7 @@ def export_all(
     Raises ``ExportError`` only for a request that cannot start (unknown/unavailable format, unreadable
     golden dir); an export or verification failure is recorded in parity.json as a failed artifact.
     """
-    from .hf import write_hf_files
+    from ..families.hf.card import write_hf_files
     from ..parity.fingerprint import machine_fingerprint
     from .verify import (PARITY_FORMAT, PROBE_DESCRIPTION, RULES, TOLERANCE, case_label, eager_reference,
                          golden_cases_for, probe_waveforms, runtime_versions)

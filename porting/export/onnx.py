@@ -5,9 +5,9 @@
   output ``logits`` ``[B, K]``.
 * ``pipeline.onnx``: input ``waveform`` float32 ``[B, 40000]`` (stage A output), outputs ``confidence``
   ``[B]``, ``probs`` ``[B, K]``, ``logits`` ``[B, K]``; normalization is inside. The STFT is a conv1d DFT
-  (``porting.pipeline.DFTMelDB``): onnxruntime's STFT op is ~2e-4 relative off at n_fft 2560.
+  (``porting.families.orcahello.pipeline.DFTMelDB``): onnxruntime's STFT op is ~2e-4 relative off at n_fft 2560.
 * ``detector.onnx``: ``model.onnx``'s input and output, for inputs whose frames from 157 on are stage C's
-  pad (every 2-s window): the pad-folded twin (``porting.padfold``), which reads only the first 157 frames
+  pad (every 2-s window): the pad-folded twin (``porting.families.orcahello.padfold``), which reads only the first 157 frames
   and is what ``port detect --backend onnx`` runs. Written only where the model can be folded.
 
 Batch is dynamic in both. Exported with torch's TorchScript-based exporter (``dynamo=False``, opset 17):
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from ..errors import ExportError, MalformedModelError
-from ..graph import StageGraph
-from ..padfold import fold_pad
-from ..pipeline import Classifier, Pipeline
+from ..families.orcahello.graph import StageGraph
+from ..families.orcahello.padfold import fold_pad
+from ..families.orcahello.pipeline import Classifier, Pipeline
 
 MODEL_FILE = "model.onnx"
 PIPELINE_FILE = "pipeline.onnx"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..pipeline import Classifier, ExportedRunner, Pipeline
+from ..families.orcahello.pipeline import Classifier, ExportedRunner, Pipeline
 from .onnx import example_inputs
 
 MODEL_FILE = "model.pt2"

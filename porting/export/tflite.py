@@ -11,7 +11,7 @@ measured on these machines:
   resolver and reports XNNPACK beside it (parity.json, ``gating: false``).
 
 litert-torch has no lowering for ``adaptive_max_pool2d`` and lowers ``MaxPool2d(ceil_mode=True)`` to a
-wrong output shape; ``porting.pipeline.export_ready`` swaps both for identical forms.
+wrong output shape; ``porting.families.orcahello.pipeline.export_ready`` swaps both for identical forms.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ExportError, MalformedModelError
-from ..pipeline import Classifier, Pipeline
+from ..families.orcahello.pipeline import Classifier, Pipeline
 from .onnx import example_inputs
 
 MODEL_FILE = "model.tflite"

@@ -27,8 +27,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..frontend.config import WindowConfig
-from ..graph import StageGraph
+from ..families.orcahello.frontend.config import WindowConfig
+from ..families.orcahello.graph import StageGraph
 
 TOLERANCE = 1e-5
 RULES = "logits: |d| <= 1e-5 + 1e-5 * max|row|; probs and confidence: 1e-5 absolute; tiers as in porting.parity.contract"
@@ -153,7 +153,7 @@ def check_runner(
     graph = StageGraph.from_config(config)
     pos = graph.require_positive()
     rows = []
-    derived = "activation of the artifact's logits, computed outside it (porting.graph)"
+    derived = "activation of the artifact's logits, computed outside it (porting.families.orcahello.graph)"
 
     def compare(against: str, data: str, out: dict, logits, probs, conf, n: int, tier):
         rows.append(_check(against, data, "logits", out["logits"], logits, n, tier, gating))

@@ -150,7 +150,7 @@ def device(request):
 def parity_check(request):
     """``parity_check(case, actual, device="cpu", stages=None)``: compare, record for the report, and
     fail with one located message per failing stage. Returns the StageResults."""
-    from ..frontend.config import FrontendConfig
+    from ..families.orcahello.frontend.config import FrontendConfig
     from .compare import ParityReport, compare
     from .contract import REGENERATE, STRICT, Context
     from .run import CaseRun, tier_for, worst_arrays

@@ -500,7 +500,7 @@ def _save(mpl, fig, path: Path) -> Path:
 
 def _window_span() -> float:
     """Seconds one OrcaHello window covers (stage A)."""
-    from ..frontend.config import FrontendConfig
+    from ..families.orcahello.frontend.config import FrontendConfig
 
     return float(FrontendConfig().windows.window_s)
 
@@ -510,8 +510,8 @@ def mel_centres_hz(n_mels: int) -> tuple[np.ndarray, int] | None:
 
     The filterbank is laid out for 16 kHz on 20-kHz audio (golden/README.md): a filter placed at nominal
     ``f`` (HTK mel scale between f_min and f_max) reads the FFT bin that holds ``f * 20000 / 16000``."""
-    from ..frontend.config import FrontendConfig
-    from ..frontend.mel import mel_filterbank
+    from ..families.orcahello.frontend.config import FrontendConfig
+    from ..dsp.mel import mel_filterbank
 
     fe = FrontendConfig()
     cfg = fe.mel
@@ -608,7 +608,7 @@ def spectrogram_figure(mpl, s: StageResult, legacy: np.ndarray, port: np.ndarray
         axes[2].scatter([frame_t(fr)], [mel_i], s=160, facecolors="none", edgecolors=TOL_COLOR, linewidths=2,
                         label="element nearest its tolerance", clip_on=False, zorder=5)
         axes[2].legend(loc="upper right", fontsize=8)
-    from ..frontend.config import FrontendConfig
+    from ..families.orcahello.frontend.config import FrontendConfig
 
     fe = FrontendConfig()
     data_frames = fe.mel.n_frames(fe.windows.window_samples)

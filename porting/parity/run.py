@@ -2,7 +2,7 @@
 
 What is checked is what ``port detect`` ships: the ``Detector`` of the chosen backend (the pad-folded
 eager model, or ``detector.onnx`` in onnxruntime) runs the model stage; the frontend is the stage graph
-(``porting.graph``). Two views of each case:
+(``porting.families.orcahello.graph``). Two views of each case:
 
 * **chained**: the port end to end from the recording, as a user runs it (A -> B -> C -> X -> Y for the
   stored windows; every window for ``all.*``, through ``Detector.run``; then the per-second aggregation);
@@ -64,7 +64,8 @@ def _modules():
     ``import_module`` by full name: ``porting.convert`` / ``porting.detect`` as attributes of the
     package are the public *functions* of the same names (porting/__init__.py), not the modules.
     """
-    names = ("frontend.decode", "frontend.windows", "frontend.mel", "frontend.pad", "frontend.normalize", "detect", "aggregate")
+    names = ("io.decode", "families.orcahello.frontend.windows", "dsp.mel", "families.orcahello.frontend.pad",
+             "families.orcahello.frontend.normalize", "detect", "families.orcahello.aggregate")
     return tuple(importlib.import_module(f"porting.{n}") for n in names)
 
 
@@ -252,10 +253,10 @@ def run_parity(
     """``port parity``: every selected case and capture, each case with its own legacy model from
     golden/models unless ``model_path`` (a .pkl or a converted DIR) is given; then only the cases captured
     from that model (matched by sha256) are run. ``backend`` is ``port detect``'s (torch: the pad-folded
-    eager model; onnx: ``detector.onnx`` of a converted DIR; winograd: ``porting.winograd``, pad-folded). ``running`` is this machine's fingerprint
+    eager model; onnx: ``detector.onnx`` of a converted DIR; winograd: ``porting.families.orcahello.winograd``, pad-folded). ``running`` is this machine's fingerprint
     (default: measured; tests pass a foreign one to force the portable tier)."""
     from .fingerprint import machine_fingerprint
-    from .hf import is_hf_store, run_hf_parity
+    from ..families.hf.parity import is_hf_store, run_hf_parity
 
     if is_hf_store(golden):
         return run_hf_parity(Path(golden), model_path, device, progress, running, backend)
