@@ -115,19 +115,15 @@ def inspect(
     """Print what a pickle contains (module tree, globals it names, tensors, classes, normalization, what was
     refused), or what an HF model folder holds (architecture from config and keys, labels, tensors,
     preprocessor), without executing anything or writing files."""
+    from . import family as registry
     from .errors import MalformedModelError
     from .outputs import check_name
 
     _run(check_name, model, "model", MalformedModelError)
-    if model.is_dir():
-        from .families.hf.folder import format_inspect as format_report, inspect_folder as inspect_pickle
-    else:
-        from .families.orcahello.learner import format_report, inspect_pickle
-
-    if transformers_semantics is not None and not model.is_dir():
-        _fail(PortingError(f"{model}: --transformers-semantics applies to Hugging Face model folders only"))
-    report = _run(inspect_pickle, model, *([transformers_semantics] if transformers_semantics is not None else []))
-    typer.echo(json.dumps(report, indent=1) if as_json else format_report(report))
+    fam = _run(registry.for_model, model, False)
+    options = {"transformers_semantics": transformers_semantics} if transformers_semantics is not None else {}
+    report = _run(fam.inspect, model, **options)
+    typer.echo(json.dumps(report, indent=1) if as_json else fam.format_inspect(report))
 
 
 @app.command()

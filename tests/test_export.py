@@ -45,7 +45,7 @@ def _softmax_pos(logits) -> np.ndarray:
 def _assert_outputs(name: str, case, logits, probs=None, conf=None) -> None:
     """An artifact's outputs vs the capture, by the contract in the capture's tier (porting.parity.contract):
     logits by the row rule, probabilities and confidence within 1e-5 absolute."""
-    from porting.export.verify import case_label
+    from porting.families.orcahello.export.verify import case_label
     from porting.parity.compare import compare_rule
     from porting.parity.run import tier_for
 
@@ -101,7 +101,8 @@ def sq_cases():
 
 @pytest.mark.parity
 def test_cli_convert_writes_every_available_artifact_atomically(sq_dir):
-    from porting.export import ARTIFACTS, available_formats
+    from porting.export import available_formats
+    from porting.families.orcahello.export import ARTIFACTS
 
     out, proc = sq_dir
     expected = {"model.safetensors", "config.json", "parity.json", "preprocessor_config.json", "README.md"}
@@ -212,7 +213,7 @@ def test_rn18_onnx_artifacts_on_every_stored_window(tmp_path):
     """rn18 (47 MB): only the core ONNX pair. Its pipeline is the tightest case (see the report)."""
     ort = pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
     from porting.convert import load_model
-    from porting.export.onnx import export_onnx
+    from porting.families.orcahello.export.onnx import export_onnx
 
     model, config = load_model(GOLDEN / "models" / "rn18.pkl")
     export_onnx(model, config, tmp_path)
@@ -231,12 +232,13 @@ def test_rn18_onnx_artifacts_on_every_stored_window(tmp_path):
 
 @pytest.mark.parity
 def test_parity_json_records_every_check(sq_dir, sq_cases):
-    from porting.export import ARTIFACTS, available_formats
+    from porting.export import available_formats
+    from porting.families.orcahello.export import ARTIFACTS
 
     out, _ = sq_dir
     parity = json.loads((out / "parity.json").read_text())
     assert parity["format"] == "porting.parity/1" and parity["tolerance"] == TOL and parity["passed"] is True
-    from porting.export.verify import case_label
+    from porting.families.orcahello.export.verify import case_label
 
     labels = [case_label(c) for c in sq_cases]
     assert parity["golden"]["cases"] == labels and parity["golden"]["windows"] == 16
@@ -293,7 +295,7 @@ def test_preprocessor_config_and_model_card(sq_dir):
 @pytest.mark.parity
 def test_detector_onnx_backend_matches_goldens_and_torch_backend(sq_dir):
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     out, _ = sq_dir
     case = load_case(GOLDEN / "cases" / f"{SQ}__orca60_pcm16_48k.json")
@@ -313,7 +315,7 @@ def test_detector_onnx_backend_matches_goldens_and_torch_backend(sq_dir):
 @pytest.mark.parity
 def test_cli_detect_backend_onnx_gives_the_torch_backends_windows(sq_dir, tmp_path):
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     out, _ = sq_dir
     wav = GOLDEN / "audio" / "pcm16_16k_short.wav"
@@ -348,7 +350,7 @@ def test_port_parity_checks_what_the_onnx_backend_ships(sq_dir):
 @pytest.mark.parity
 def test_auto_backend_picks_onnx_for_a_converted_dir_and_torch_for_a_pickle(sq_dir):
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     out, _ = sq_dir
     assert Detector.load(out, backend="auto").backend == "onnx"
@@ -360,7 +362,7 @@ def test_auto_backend_skips_and_onnx_backend_refuses_an_artifact_that_failed_ver
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
     import shutil
 
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     out = tmp_path / "failed"
     shutil.copytree(sq_dir[0], out)
@@ -377,7 +379,7 @@ def test_auto_backend_skips_and_onnx_backend_refuses_an_artifact_that_failed_ver
 
 
 def test_onnx_backend_needs_a_converted_dir_with_model_onnx(tmp_path):
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     with pytest.raises(MalformedModelError, match="model.onnx") as info:
         Detector.load(GOLDEN / "models" / f"{SQ}.pkl", backend="onnx")
@@ -405,9 +407,9 @@ def test_an_artifact_off_by_more_than_the_tolerance_fails(sq_model, tmp_path):
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
     import copy
 
-    from porting.export import load_artifact
-    from porting.export.onnx import export_onnx
-    from porting.export.verify import check_runner, eager_reference, probe_waveforms
+    from porting.families.orcahello.export import load_artifact
+    from porting.families.orcahello.export.onnx import export_onnx
+    from porting.families.orcahello.export.verify import check_runner, eager_reference, probe_waveforms
 
     model, config = sq_model
     bad = copy.deepcopy(model)
@@ -421,7 +423,7 @@ def test_an_artifact_off_by_more_than_the_tolerance_fails(sq_model, tmp_path):
 
 
 def test_an_export_that_raises_is_reported_failed_not_skipped(sq_model, tmp_path, monkeypatch):
-    import porting.export as ex
+    import porting.families.orcahello.export as ex
 
     def broken(*args, **kwargs):
         raise RuntimeError("lowering failed\nsecond line")
@@ -507,7 +509,7 @@ def test_dft_kernels_compute_the_windowed_rfft():
 
 def test_pipeline_graph_matches_the_eager_port_on_the_probe(sq_model):
     """The exportable Pipeline (both STFT forms) against the exact eager path, before any exporter runs."""
-    from porting.export.verify import eager_reference, probe_waveforms
+    from porting.families.orcahello.export.verify import eager_reference, probe_waveforms
     from porting.families.orcahello.pipeline import Pipeline
 
     model, config = sq_model
@@ -523,7 +525,7 @@ def test_pipeline_graph_matches_the_eager_port_on_the_probe(sq_model):
 
 
 def test_nan_or_wrong_shape_outputs_fail_the_check(sq_model):
-    from porting.export.verify import check_runner, eager_reference, probe_waveforms
+    from porting.families.orcahello.export.verify import check_runner, eager_reference, probe_waveforms
 
     model, config = sq_model
     wave = probe_waveforms()

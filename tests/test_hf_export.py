@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT
 from porting import convert, load_model
 from porting.export import missing
-from porting.families.orcahello.graph import HFStageGraph
+from porting.families.hf.graph import HFStageGraph
 from porting.families.hf.export import _check, _Pipeline, conv_frames, probe_lengths, probe_waves
 from porting.families.hf.parity import load_hf_case
 

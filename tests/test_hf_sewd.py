@@ -15,8 +15,8 @@ transformers = pytest.importorskip("transformers", reason="transformers is the t
 from transformers.models.sew_d import modeling_sew_d as hf  # noqa: E402
 
 from porting.families.hf.base import FEATURES, LOGITS, POOLED, fold_weight_norm, hidden_name  # noqa: E402
+from porting.families.hf.heads import SEWDForSequenceClassification  # noqa: E402
 from porting.families.hf.sewd import (  # noqa: E402
-    SEWDForSequenceClassification,
     SEWDModel,
     log_bucket_position,
     relative_position_buckets,

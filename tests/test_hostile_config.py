@@ -381,7 +381,7 @@ def test_base_elements_constant():
 def test_within_schema_validates_and_builds(cfg):
     """Inside the schema: accepted, builds, and the parameter floor the size limits use is a true lower bound."""
     from porting.families.hf.model import build
-    from porting.schema import check_hf_config, hf_parameter_floor
+    from porting.families.hf.schema import check_hf_config, hf_parameter_floor
 
     checked = check_hf_config(cfg, W2V2, "config.json")
     model = build(W2V2, checked)
@@ -409,7 +409,7 @@ def test_any_value_is_accepted_or_one_line_error(field, value):
     or refuses it with one PortingError line naming the field; never another exception type."""
     from porting.errors import PortingError
     from porting.families.hf.model import build
-    from porting.schema import check_hf_config
+    from porting.families.hf.schema import check_hf_config
 
     cfg = {**BASE_CONFIG, field: value}
     try:
@@ -433,7 +433,7 @@ PRE_FIELDS = ["sampling_rate", "feature_size", "padding_side", "padding_value", 
 def test_preprocessor_values_accepted_only_within_schema(field, value):
     """The wav2vec2 preprocessor: a value is accepted exactly when a hand-written statement of the schema says so."""
     from porting.errors import PortingError
-    from porting.schema import check_preprocessor
+    from porting.families.hf.schema import check_preprocessor
 
     def ok(f, v):
         is_int = isinstance(v, int) and not isinstance(v, bool)

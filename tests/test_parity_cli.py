@@ -176,7 +176,7 @@ def test_a_port_refusal_of_a_scored_recording_is_a_failure(monkeypatch):
     import porting.io.decode as decode
     from porting.errors import AudioError
     from porting.golden import load_case
-    from porting.parity.run import check_case
+    from porting.families.orcahello.parity import check_case
 
     def refuse(path):
         raise AudioError(f"{path}: refused for the test")

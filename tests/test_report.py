@@ -24,7 +24,7 @@ from porting.parity.compare import HOP_S, ParityReport, compare, compare_rule
 from porting.parity.contract import GOLDEN_INPUT, STRICT, Tier
 from porting.parity.fingerprint import describe, load_fingerprint, machine_fingerprint
 from porting.parity.report import confidence_figure, duplicates, locate_store, spectrogram_figure, write_report
-from porting.parity.run import ALL, CHAINED, ISOLATED, CaseRun, worst_arrays
+from porting.families.orcahello.parity import ALL, CHAINED, ISOLATED, CaseRun, worst_arrays
 
 HINT = "pip install 'porting[report]'"
 SHORT = "rn18__pcm16_16k_short"  # 2 windows, mono

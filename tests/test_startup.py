@@ -40,7 +40,7 @@ def test_detection_resamples_without_scipy():
     # a 48 kHz recording: stage A really resamples (porting.dsp.resample, numpy only)
     _python(f"""
 import sys
-from porting.detect import Detector
+from porting.families.orcahello.detect import Detector
 from porting.io.decode import probe
 from porting.families.orcahello.frontend.windows import load_windows
 x = load_windows(probe({str(GOLDEN / "audio" / "orca60_pcm16_48k.wav")!r}), [0, 1])

@@ -273,7 +273,7 @@ def test_convert_verifies_the_winograd_backend(rn18_dir):
 
 
 def test_auto_picks_winograd_only_when_it_passed(rn18_dir, tmp_path):
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
     from porting.errors import UnsupportedModelError
 
     det = Detector.load(rn18_dir, backend="auto")  # no ONNX in this DIR

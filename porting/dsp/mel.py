@@ -19,17 +19,44 @@ the same dtypes, so the result is bitwise-close to the capture:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import Tensor
 
-from ..families.orcahello.frontend.config import MelConfig
-
 
 def _hz_to_mel_htk(freq: float) -> float:
     # Python float (double) arithmetic, like torchaudio's _hz_to_mel.
     return 2595.0 * math.log10(1.0 + freq / 700.0)
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Stage B: torchaudio-style MelSpectrogram + AmplitudeToDB as fastai_audio called them (README §3).
+
+    ``mel_sample_rate`` is the quirk: fastai_audio never passed ``sample_rate``, so the filterbank was
+    laid out for torchaudio's default 16000 although the audio is at 20 kHz (top 18 filters all-zero).
+    """
+
+    n_fft: int = 2560
+    hop_length: int = 256
+    win_length: int | None = None  # None -> n_fft
+    n_mels: int = 256
+    f_min: float = 0.0
+    f_max: float = 10000.0
+    mel_sample_rate: int = 16000
+    power: float = 2.0
+    center: bool = True
+    pad_mode: str = "reflect"
+    top_db: float | None = 100.0
+    amin: float = 1e-10
+
+    def n_frames(self, n_samples: int) -> int:
+        """STFT frames of ``n_samples`` samples (157 for a 2-s window at 20 kHz, centred, hop 256)."""
+        if self.center:
+            return 1 + n_samples // self.hop_length
+        return 1 + (n_samples - self.n_fft) // self.hop_length
 
 
 def _build_filterbank(cfg: MelConfig) -> Tensor:

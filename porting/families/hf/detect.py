@@ -16,7 +16,8 @@ from typing import Callable
 import torch
 
 from ...errors import UnsupportedModelError
-from ..orcahello.graph import HFStageGraph
+from ...outputs import spell
+from .graph import HFStageGraph
 
 
 @dataclass
@@ -53,19 +54,28 @@ class HFFileResult:
 
         return f"{self.path}: {plural(n, 'window')} ({sum(self.partial)} partial); top label per window: {top}"
 
+    def events_for(self, threshold: float, positive: str | None):
+        """The stretches of windows whose ``positive`` probability is above ``threshold`` (none unless named)."""
+        from ...events import window_events
+
+        return None if positive is None else window_events(self, positive, threshold)
+
+    def headline(self, threshold: float, positive: str | None) -> tuple[str, str]:
+        return self.summary_line(), f"{positive} > {threshold:g}"
+
 
 def _onnx_passed(path: Path) -> bool:
     """A converted DIR whose model.onnx passed its verification (parity.json) and onnxruntime to run it."""
     from importlib.util import find_spec
 
-    from ...detect import _verified
+    from ...export import verified as _verified
 
     return (_verified(path).get("model.onnx", False) and (path / "model.onnx").is_file()
             and find_spec("onnxruntime") is not None)
 
 
 def _onnx_path(path: Path) -> Path:
-    from ...detect import _verified
+    from ...export import verified as _verified
 
     onnx = path / "model.onnx"
     if not onnx.is_file():
@@ -83,7 +93,7 @@ class OnnxHFModel(torch.nn.Module):
 
     def __init__(self, path: Path):
         super().__init__()
-        from ...export.onnx import OnnxRunner
+        from ...export.runners import OnnxRunner
 
         self.runner = OnnxRunner(path)
 
@@ -124,9 +134,18 @@ class HFDetector:
         graph = HFStageGraph.from_config(config, fbank_backend=fbank_backend).with_windows(window_s, hop_s)
         return cls(model, config, graph, device, batch_size, backend)
 
+    csv_layout = "windows"  # --csv: one row per window, a column per label
+
     @property
-    def aggregate_cfg(self):  # the CLI prints a threshold for OrcaHello only
-        return None
+    def labels(self) -> list[str]:
+        return list(self.graph.classes)
+
+    def check_positive(self, positive: str | None) -> str | None:
+        """No label is scored unless named (``--positive``): then it must be one of the model's."""
+        if positive is not None and positive not in self.graph.classes:
+            raise UnsupportedModelError(f"{spell('positive', positive)}: not a label of this model; use one of "
+                                        f"{', '.join(self.graph.classes)}")
+        return positive
 
     @torch.inference_mode()
     def forward_windows(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:

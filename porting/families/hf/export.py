@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..orcahello.graph import HFStageGraph
+from .graph import HFStageGraph
 from ...parity.compare import compare_rule
 from ...parity.contract import STRICT
 
@@ -163,12 +163,12 @@ class _Named(torch.nn.Module):
 
 def _runner(fmt: str, path: Path) -> tuple[Callable, str]:
     if fmt == "tflite":
-        from ...export.tflite import TFLiteRunner
+        from ...export.runners import TFLiteRunner
 
         r = TFLiteRunner(path)
         return (lambda x: r(x)), r.runtime
     if fmt == "onnx":
-        from ...export.onnx import OnnxRunner
+        from ...export.runners import OnnxRunner
 
         r = OnnxRunner(path)
         return (lambda x: r(x)), r.runtime
@@ -260,8 +260,8 @@ def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats
               golden: str | Path | None = None) -> dict:
     """Export ``formats`` of ``model`` into ``out_dir``, verify each artifact at two input lengths against the eager
     rebuild and, with ``golden`` (an HF golden store), on every stored window of this model's cases; write parity.json."""
-    from ...export import _first_line, _require
-    from ...export.verify import runtime_versions
+    from ...export import first_line as _first_line, require as _require
+    from ...export.runners import runtime_versions
     from ...parity.fingerprint import machine_fingerprint
 
     out_dir = Path(out_dir)

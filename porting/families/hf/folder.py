@@ -19,6 +19,7 @@ from ...io import files
 from ...errors import MalformedModelError, PortingError, UnsafePickleError, UnsupportedModelError
 from ...schema import show
 from ...io.weights import check_weights, read_safetensors
+from .schema import AST, CUSTOM_SPEECH, SEQUENCE_CLASSIFICATION, SUPPORTED  # noqa: F401 (the supported architectures)
 
 CONFIG = "config.json"
 SAFETENSORS = "model.safetensors"
@@ -33,15 +34,6 @@ BASES = {
     "sew_d": ("sew-d",),
     "audio_spectrogram_transformer": ("audio-spectrogram-transformer",),
 }
-SEQUENCE_CLASSIFICATION = {
-    "wav2vec2": "Wav2Vec2ForSequenceClassification",
-    "hubert": "HubertForSequenceClassification",
-    "wavlm": "WavLMForSequenceClassification",
-    "sew_d": "SEWDForSequenceClassification",
-}
-CUSTOM_SPEECH = "Wav2Vec2ForSpeechClassification"
-AST = "ASTForAudioClassification"
-SUPPORTED = tuple(SEQUENCE_CLASSIFICATION.values()) + (CUSTOM_SPEECH, AST)
 
 
 @dataclass(frozen=True)
@@ -186,7 +178,7 @@ def read_hf_folder(path: str | Path, transformers_semantics=None) -> HFSpec:
     if not files.exists(folder / CONFIG):
         raise MalformedModelError(f"{folder}: no {CONFIG}; an HF model folder holds {CONFIG} and {SAFETENSORS} "
                                   f"or {BIN}")
-    from ...schema import check_hf_config, check_preprocessor, hf_common_schema, validate
+    from .schema import check_hf_config, check_preprocessor, hf_common_schema, validate  # noqa: F811
 
     config = validate(_json(folder / CONFIG, "the model config"), hf_common_schema(), folder / CONFIG)
     semantics = resolve(config, transformers_semantics, str(folder / CONFIG))

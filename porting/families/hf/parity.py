@@ -303,7 +303,7 @@ def run_hf_parity(golden: Path, model_path: Path | None, device: str, progress=N
             progress(case.name)
         keep: dict = {}
         report = check_hf_case(case, tier, model_path, device, backend=backend, keep=keep)
-        runs.append(CaseRun(report, tier=tier, capture="golden/hf", golden_fingerprint=load_fingerprint(store),
+        runs.append(CaseRun(report, tier=tier, capture="golden/hf", golden_fingerprint=load_fingerprint(store), family=FAMILY,
                             probs=keep.get("probs")))
     if not runs:
         raise GoldenError(f"{golden}: no HF golden case to check" + (f" for {model_path}" if model_path else ""))

@@ -507,13 +507,3 @@ class SEWDModel(nn.Module):
     def forward(self, input_values: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """``last_hidden_state`` [B, T', H]."""
         return self.encode(input_values, attention_mask).last
-
-
-def __getattr__(name: str):
-    # The head is the generic one (porting.families.hf.heads, which imports this module for SEWDModel); importable from
-    # here too, resolved on first access so that neither module imports the other at load time in a cycle.
-    if name == "SEWDForSequenceClassification":
-        from porting.families.hf.heads import SEWDForSequenceClassification
-
-        return SEWDForSequenceClassification
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -31,15 +31,11 @@ from __future__ import annotations
 
 import copy
 import math
-import warnings
-from typing import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...errors import MalformedModelError
 from .frontend.config import MelConfig, PadConfig
 from .graph import StageGraph, activate
 from ...dsp.mel import MelDB, _build_window, mel_filterbank
@@ -206,29 +202,3 @@ class Pipeline(nn.Module):
         return probs[:, self.positive_index], probs, logits
 
 
-PIPELINE_OUTPUTS = ("confidence", "probs", "logits")
-
-
-class ExportedRunner:
-    """A reloaded TorchScript / torch.export artifact on the CPU: ``runner(x) -> {output name: array}``.
-
-    ``load(path)`` returns the callable module; ``loader`` names it in errors. ``kind`` "model" gives
-    ``logits``; "pipeline" gives ``confidence``, ``probs``, ``logits``.
-    """
-
-    def __init__(self, path, kind: str, loader: str, load: Callable[[str], Callable], runtime: str):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.module = load(str(path))
-        except Exception as exc:  # torch.jit and torch.export raise several error types of their own
-            raise MalformedModelError(f"{path}: {loader} cannot load it ({str(exc).splitlines()[0]}); re-run `port convert`") from exc
-        self.kind = kind
-        self.runtime = runtime
-
-    @torch.inference_mode()
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        if self.kind == "model":
-            return {"logits": out.numpy()}
-        return dict(zip(PIPELINE_OUTPUTS, (t.numpy() for t in out)))

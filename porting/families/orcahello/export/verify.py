@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..families.orcahello.frontend.config import WindowConfig
-from ..families.orcahello.graph import StageGraph
+from ..frontend.config import WindowConfig
+from ..graph import StageGraph
 
 TOLERANCE = 1e-5
 RULES = "logits: |d| <= 1e-5 + 1e-5 * max|row|; probs and confidence: 1e-5 absolute; tiers as in porting.parity.contract"
@@ -98,7 +97,7 @@ def eager_reference(model: torch.nn.Module, config: dict, waveform: torch.Tensor
 def golden_cases_for(config: dict, golden_dir: str | Path) -> list:
     """The golden cases (with results) of every capture, captured from the same pickle as ``config``
     (matched by sha256)."""
-    from ..golden import captures, case_paths, load_case
+    from ....golden import captures, case_paths, load_case
 
     sha = config.get("source", {}).get("sha256")
     out = []
@@ -114,7 +113,7 @@ def golden_cases_for(config: dict, golden_dir: str | Path) -> list:
 def _check(against: str, data: str, output: str, got, want, windows: int, tier, gating: bool = True,
            note: str | None = None) -> dict:
     """One row of parity.json: the engine's verdict on one output, with its rule, tier and statistics."""
-    from ..parity.compare import compare_rule
+    from ....parity.compare import compare_rule
 
     stage = "Y.logits" if output == "logits" else f"Y.{output}"
     r = compare_rule(stage, np.asarray(want, dtype=np.float64), np.asarray(got, dtype=np.float64), tier.name)
@@ -147,8 +146,8 @@ def check_runner(
     gating: bool = True,
 ) -> list[dict]:
     """All checks of one loaded artifact. ``kind`` is "model" (input: model input) or "pipeline" (input: waveform)."""
-    from ..parity.contract import STRICT, Tier
-    from ..parity.run import tier_for
+    from ....parity.contract import STRICT, Tier
+    from ....parity.run import tier_for
 
     graph = StageGraph.from_config(config)
     pos = graph.require_positive()
@@ -177,41 +176,3 @@ def check_runner(
     return rows
 
 
-def runtime_versions() -> dict:
-    """Versions of everything that produced or ran the artifacts (those installed)."""
-    from importlib import metadata
-
-    from .. import __version__
-
-    out = {"python": platform.python_version(), "platform": platform.platform(), "porting": __version__,
-           "torch": torch.__version__, "numpy": np.__version__}
-    for dist in ("onnx", "onnxruntime", "litert-torch", "ai-edge-litert"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def format_parity(parity: dict) -> str:
-    """One line per artifact: PASS/FAIL, worst diff vs eager and vs goldens (gating checks)."""
-    lines = [f"exports ({parity['rules']}; max |diff| vs eager probe / vs goldens):"]
-    for name, art in parity["artifacts"].items():
-        if art.get("error"):
-            lines.append(f"  FAIL {name:26s} {art['error']}")
-            continue
-        lines.append(f"  {'PASS' if art['passed'] else 'FAIL'} {name:26s} {_worst(art, 'eager'):>9s} / {_worst(art, 'golden'):>9s}"
-                     f"  ({art['runtime']})")
-        for extra in art.get("informational", []):
-            lines.append(f"       {'':26s} {_worst(extra, 'eager'):>9s} / {_worst(extra, 'golden'):>9s}"
-                         f"  ({extra['runtime']}, not gating: {'within' if extra['passed'] else 'MISSES'} the contract)")
-    return "\n".join(lines)
-
-
-def _worst(art: dict, against: str) -> str:
-    diffs = [r["max_abs_diff"] for r in art.get("checks", []) if r["against"] == against]
-    if not diffs:
-        return "-"
-    if any(d is None for d in diffs):
-        return "inf"
-    return f"{max(diffs):.2e}"

@@ -21,29 +21,18 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..errors import ExportError, MalformedModelError
-from ..families.orcahello.graph import StageGraph
-from ..families.orcahello.padfold import fold_pad
-from ..families.orcahello.pipeline import Classifier, Pipeline
+from ....errors import ExportError, MalformedModelError
+from ....export.runners import OnnxRunner, onnx_missing as missing
+from ..graph import StageGraph
+from ..padfold import fold_pad
+from ..pipeline import Classifier, Pipeline
 
 MODEL_FILE = "model.onnx"
 PIPELINE_FILE = "pipeline.onnx"
 DETECTOR_FILE = "detector.onnx"
 OPSET = 17
-INSTALL_HINT = "pip install 'porting[onnx]'"
-
-
-def missing() -> str | None:
-    """Why ONNX export/run is unavailable (a one-line hint), or None when onnx and onnxruntime are installed."""
-    from importlib.util import find_spec
-
-    for module in ("onnx", "onnxruntime"):
-        if find_spec(module) is None:  # found without importing it
-            return f"{module} is not installed; {INSTALL_HINT}"
-    return None
 
 
 def example_inputs(config: dict, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,34 +106,6 @@ def export_onnx(model: torch.nn.Module, config: dict, out_dir: str | Path, dynam
     return paths
 
 
-class OnnxRunner:
-    """One onnxruntime CPU session: ``runner(x) -> {output name: array}``."""
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        # Memory patterns pre-plan one block per input shape: measured (rn18, batches of 32 and a last of 27)
-        # peak RSS 987 -> 822 MiB without them, at the same speed. The arena stays (off: 630 MiB, ~10% slower).
-        opts.enable_mem_pattern = False
-        # No spin-waiting after a run: between batches its idle thread would compete with torch's frontend threads
-        # for the same 2 cores (measured: Detector.run on the bundled recording 0.95 -> 0.91 s median).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise MalformedModelError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0]}); re-run `port convert`") from exc
-        self.input = self.session.get_inputs()[0].name
-        self.outputs = [o.name for o in self.session.get_outputs()]
-        self.runtime = f"onnxruntime {ort.__version__} CPUExecutionProvider"
-
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run(self.outputs, {self.input: np.ascontiguousarray(x, dtype=np.float32)})
-        return dict(zip(self.outputs, values))
-
-
 class OnnxClassifier(torch.nn.Module):
     """``model.onnx`` behind the eager model's interface (``Detector(backend="onnx")``): tensor in, logits out.
 
@@ -164,7 +125,7 @@ class OnnxClassifier(torch.nn.Module):
 def load_onnx_model(path: str | Path, name: str = MODEL_FILE) -> tuple[OnnxClassifier, dict]:
     """``(OnnxClassifier, config)`` from a directory written by ``port convert --export onnx``; ``name`` is
     ``model.onnx`` or ``detector.onnx`` (same input and output)."""
-    from ..convert import CONFIG_FORMAT, CONFIG_NAME
+    from ....io.weights import CONFIG_FORMAT, CONFIG_NAME
 
     path = Path(path)
     reason = missing()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ..families.orcahello.pipeline import Classifier, ExportedRunner, Pipeline
+from ..pipeline import Classifier, Pipeline
 from .onnx import example_inputs
 
 MODEL_FILE = "model.torchscript.pt"
@@ -46,6 +46,3 @@ def export_torchscript(model: torch.nn.Module, config: dict, out_dir: str | Path
     return paths
 
 
-def load_runner(path: str | Path, kind: str) -> ExportedRunner:
-    """The artifact reloaded with ``torch.jit.load`` on the CPU: ``runner(x) -> {output name: array}``."""
-    return ExportedRunner(path, kind, "torch.jit.load", lambda p: torch.jit.load(p, map_location="cpu"), f"torch.jit {torch.__version__} CPU")

@@ -17,32 +17,19 @@ wrong output shape; ``porting.families.orcahello.pipeline.export_ready`` swaps b
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..errors import ExportError, MalformedModelError
-from ..families.orcahello.pipeline import Classifier, Pipeline
+from ....errors import ExportError
+from ....export.runners import tflite_missing as missing
+from ..pipeline import Classifier, Pipeline
 from .onnx import example_inputs
 
 MODEL_FILE = "model.tflite"
 PIPELINE_FILE = "pipeline.tflite"
 BATCH_SIZES = (1, 8)
-INSTALL_HINT = "pip install 'porting[tflite]'"
-RESOLVERS = ("builtin", "xnnpack")
-
-
-def missing() -> str | None:
-    """Why TFLite export/run is unavailable (a one-line hint), or None when litert-torch is installed."""
-    from importlib.util import find_spec
-
-    for module in ("litert_torch", "ai_edge_litert"):
-        if find_spec(module) is None:  # found without importing it (litert_torch takes seconds to import)
-            return f"{module} is not installed; {INSTALL_HINT}"
-    return None
 
 
 class _NamedClassifier(torch.nn.Module):
@@ -96,43 +83,3 @@ def export_tflite(model: torch.nn.Module, config: dict, out_dir: str | Path, bat
     return paths
 
 
-class TFLiteRunner:
-    """The LiteRT interpreter with the builtin kernels (default) or the XNNPACK delegate.
-
-    ``runner(x)`` splits ``x`` greedily over the fixed-batch signatures (largest first) and concatenates.
-    """
-
-    def __init__(self, path: str | Path, resolver: str = "builtin", threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        if resolver not in RESOLVERS:
-            raise ValueError(f"TFLiteRunner: resolver must be one of {RESOLVERS}, got {resolver!r}")
-        kind = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if resolver == "builtin" else OpResolverType.AUTO
-        try:
-            self.interpreter = Interpreter(model_path=str(path), experimental_op_resolver_type=kind,
-                                           num_threads=threads or torch.get_num_threads())
-        except Exception as exc:  # LiteRT raises ValueError/RuntimeError with multi-line text
-            raise MalformedModelError(f"{path}: the LiteRT interpreter cannot load it ({str(exc).splitlines()[0]}); re-run `port convert`") from exc
-        self.signatures = {}
-        for name, sig in self.interpreter.get_signature_list().items():
-            m = re.fullmatch(r"batch_(\d+)", name)
-            if m:
-                self.signatures[int(m.group(1))] = (self.interpreter.get_signature_runner(name), sig["inputs"][0])
-        if 1 not in self.signatures:
-            raise MalformedModelError(f"{path}: no batch_1 signature; re-run `port convert`")
-        from importlib import metadata
-
-        label = "builtin resolver (no default delegates)" if resolver == "builtin" else "default XNNPACK delegate"
-        self.runtime = f"ai-edge-litert {metadata.version('ai-edge-litert')} {label}"
-
-    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        parts: dict[str, list[np.ndarray]] = {}
-        i = 0
-        while i < len(x):
-            n = max(s for s in self.signatures if s <= len(x) - i)
-            run, input_name = self.signatures[n]
-            for key, value in run(**{input_name: x[i:i + n]}).items():
-                parts.setdefault(key, []).append(np.array(value))
-            i += n
-        return {k: np.concatenate(v) for k, v in parts.items()}

@@ -10,7 +10,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from ..orcahello.graph import StageGraph
+from .graph import StageGraph
 
 PREPROCESSOR_NAME = "preprocessor_config.json"
 CARD_NAME = "README.md"

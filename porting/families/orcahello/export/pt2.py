@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..families.orcahello.pipeline import Classifier, ExportedRunner, Pipeline
+from ..pipeline import Classifier, Pipeline
 from .onnx import example_inputs
 
 MODEL_FILE = "model.pt2"
@@ -42,6 +42,3 @@ def export_pt2(model: torch.nn.Module, config: dict, out_dir: str | Path) -> lis
     return paths
 
 
-def load_runner(path: str | Path, kind: str) -> ExportedRunner:
-    """The artifact reloaded with ``torch.export.load`` on the CPU: ``runner(x) -> {output name: array}``."""
-    return ExportedRunner(path, kind, "torch.export.load", lambda p: torch.export.load(p).module(), f"torch.export {torch.__version__} CPU")
