@@ -21,27 +21,22 @@ parity.json; nothing passes with a warning.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
 
-from .graph import HFStageGraph
-from ...parity.compare import compare_rule
+from ...export.declared import TFLITE_BATCHES, Artifact, check_eager, export_artifact
 from ...parity.contract import STRICT
+from .graph import HFStageGraph
+from .model import FAMILY
 
-FORMATS = ("onnx", "torchscript", "pt2", "tflite")
 ARTIFACTS = {
     "onnx": ("model.onnx", "pipeline.onnx"),
     "torchscript": ("model.torchscript.pt", "pipeline.torchscript.pt"),
     "pt2": ("model.pt2", "pipeline.pt2"),
     "tflite": ("model.tflite", "pipeline.tflite"),
 }
-TFLITE_BATCHES = (1, 8)  # LiteRT needs fixed shapes: one signature per batch size, whole windows only
 PARITY_FORMAT = "porting.parity/2"
-OPSET = 17
 
 
 class _Pipeline(torch.nn.Module):
@@ -118,102 +113,11 @@ def _inputs(graph: HFStageGraph, config: dict, kind: str, fmt: str = "onnx") -> 
     return [graph.features(w)["F.input_values"] for w in waves] if kind == "model" else waves
 
 
-def _export(fmt: str, module: torch.nn.Module, example: torch.Tensor, path: Path, names: tuple, axes: dict,
-            extra: dict) -> None:
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        if fmt == "tflite":
-            import litert_torch
-
-            litert_torch.config.show_progress = False
-            named = _Named(module, names).eval()
-            conv = litert_torch
-            for n in TFLITE_BATCHES:
-                conv = conv.signature(f"batch_{n}", named, sample_kwargs={names[0]: example[:1].expand(n, *example.shape[1:])
-                                                                           .contiguous()})
-            conv.convert().export(str(path))
-        elif fmt == "onnx":
-            torch.onnx.export(module, (example,), str(path), input_names=[names[0]], output_names=list(names[1:]),
-                              dynamic_axes={names[0]: axes, **{o: {0: "B"} for o in names[1:]}}, opset_version=OPSET,
-                              dynamo=False)
-        elif fmt == "torchscript":
-            torch.jit.save(torch.jit.trace(module, (example,), check_trace=False), str(path), _extra_files=extra)
-        else:
-            # Dim.AUTO: a named Dim(min, max) on the samples axis is rejected, the exporter cannot prove the
-            # guards of the CNN's floor divisions (measured, torch 2.13); AUTO lets it derive them.
-            dims = {0: torch.export.Dim.AUTO}
-            if 1 in axes:
-                dims[1] = torch.export.Dim.AUTO
-            program = torch.export.export(module, (example,), dynamic_shapes=(dims,))
-            torch.export.save(program, str(path), extra_files=extra)
-
-
-class _Named(torch.nn.Module):
-    """Keyword input and a dict of named outputs, so LiteRT names its signature's tensors."""
-
-    def __init__(self, module: torch.nn.Module, names: tuple):
-        super().__init__()
-        self.module, self.names = module, names
-
-    def forward(self, **kw):
-        out = self.module(kw[self.names[0]])
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return dict(zip(self.names[1:], out))
-
-
-def _runner(fmt: str, path: Path) -> tuple[Callable, str]:
-    if fmt == "tflite":
-        from ...export.runners import TFLiteRunner
-
-        r = TFLiteRunner(path)
-        return (lambda x: r(x)), r.runtime
-    if fmt == "onnx":
-        from ...export.runners import OnnxRunner
-
-        r = OnnxRunner(path)
-        return (lambda x: r(x)), r.runtime
-    if fmt == "torchscript":
-        m = torch.jit.load(str(path), map_location="cpu")
-        rt = f"torch.jit {torch.__version__} CPU"
-    else:
-        m = torch.export.load(str(path)).module()
-        rt = f"torch.export {torch.__version__} CPU"
-
-    def run(x):
-        with torch.inference_mode():
-            out = m(torch.from_numpy(np.ascontiguousarray(x)))
-        out = out if isinstance(out, (tuple, list)) else (out,)
-        return [o.numpy() for o in out]
-
-    return run, rt
-
-
-def _outputs(kind: str, got) -> dict:
-    if isinstance(got, dict) and "logits" in got:  # named outputs (ONNX, LiteRT)
-        return {"Y.logits": got["logits"]} if kind == "model" else {"Y.probs": got["probs"], "Y.logits": got["logits"]}
-    vals = list(got.values()) if isinstance(got, dict) else list(got)
-    return {"Y.logits": vals[0]} if kind == "model" else {"Y.probs": vals[0], "Y.logits": vals[1]}
-
-
-def _sha256(path: Path) -> str:
-    from ...golden import file_digest
-
-    return file_digest(path)["sha256"]
-
-
-def _check(kind: str, run: Callable, ref_module: torch.nn.Module, inputs: list[torch.Tensor]) -> list[dict]:
-    rows = []
-    for x in inputs:
-        with torch.inference_mode():
-            ref = ref_module(x)
-        ref = {"Y.logits": ref} if kind == "model" else {"Y.probs": ref[0], "Y.logits": ref[1]}
-        got = _outputs(kind, run(x.numpy()))
-        for stage, want in ref.items():
-            res = compare_rule(stage, want.numpy(), np.asarray(got[stage]), STRICT, None, None, family="hf")
-            rows.append({"against": "eager", "input_shape": list(x.shape), "stage": stage, "rule": res.rule,
-                         "max_abs_diff": res.max_abs if np.isfinite(res.max_abs) else None, "max_rel": res.max_rel,
-                         "max_ulps": res.max_ulps, "margin": res.margin, "passed": res.passed, "gating": True})
-    return rows
+def _check(kind: str, run, ref_module: torch.nn.Module, inputs: list[torch.Tensor]) -> list[dict]:
+    """``run`` (an artifact's runner) against ``ref_module`` on ``inputs``, as export_hf verifies it."""
+    names, stages = (("logits",), ("Y.logits",)) if kind == "model" else (("probs", "logits"), ("Y.probs", "Y.logits"))
+    art = Artifact("", "", kind, ref_module, "", names, stages, {}, [], list(inputs))
+    return check_eager(art, run, FAMILY)
 
 
 def golden_windows(config: dict, golden: str | Path) -> list[tuple[str, dict]]:
@@ -230,26 +134,6 @@ def golden_windows(config: dict, golden: str | Path) -> list[tuple[str, dict]]:
     return out
 
 
-def _check_golden(kind: str, run: Callable, windows: list[tuple[str, dict]], tier: str) -> list[dict]:
-    """The artifact on each golden window's input (model: ``F.input_values``; pipeline: ``A.waveform``) against the
-    original stack's outputs."""
-    rows = []
-    for label, t in windows:
-        x = t["F.input_values"] if kind == "model" else t["A.waveform"]
-        if kind == "model" and "F.attention_mask" in t and not bool(t["F.attention_mask"].all()):
-            continue  # the model artifact takes no mask: only windows without padding (all of golden/hf's) apply
-        got = _outputs(kind, run(x.float().numpy()))
-        for stage in got:
-            if stage not in t:
-                continue
-            res = compare_rule(stage, t[stage].numpy(), np.asarray(got[stage]), tier, None, None, family="hf")
-            rows.append({"against": "golden", "window": label, "input_shape": list(x.shape), "stage": stage,
-                         "rule": res.rule, "tier": tier, "max_abs_diff": res.max_abs if np.isfinite(res.max_abs) else None,
-                         "max_rel": res.max_rel, "max_ulps": res.max_ulps, "margin": res.margin, "passed": res.passed,
-                         "gating": True})
-    return rows
-
-
 def _whole(t: dict, kind: str, example: torch.Tensor) -> bool:
     """A golden window the fixed-shape TFLite artifact can take (same per-row shape as its signatures)."""
     x = t["F.input_values"] if kind == "model" else t["A.waveform"]
@@ -260,7 +144,7 @@ def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats
               golden: str | Path | None = None) -> dict:
     """Export ``formats`` of ``model`` into ``out_dir``, verify each artifact at two input lengths against the eager
     rebuild and, with ``golden`` (an HF golden store), on every stored window of this model's cases; write parity.json."""
-    from ...export import first_line as _first_line, require as _require
+    from ...export import require as _require
     from ...export.runners import runtime_versions
     from ...parity.fingerprint import machine_fingerprint
 
@@ -282,35 +166,26 @@ def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats
             inputs = _inputs(graph, config, kind, fmt)
             if not inputs:
                 continue
-            module = _Model(model) if kind == "model" else _Pipeline(model, graph, exact=fmt == "tflite")
-            # the eager reference: what `port detect` computes (the exact feature extractor)
-            reference = module if kind == "model" else _Pipeline(model, graph, exact=True)
             time_axis = graph.kind != "ast"
-            axes = {0: "B", 1: "T"} if time_axis else {0: "B"}
             names = ("input_values", "logits") if kind == "model" else ("waveform", "probs", "logits")
-            path = out_dir / name
-            log(f"exporting {name} ...")
-            shape = (["B", "T"] if fmt != "tflite" else ["B", graph.window_samples]) if time_axis else \
-                ["B", graph.feature_config.max_length, graph.feature_config.num_mel_bins]
-            entry = {"format": fmt, "kind": kind, "inputs": {names[0]: {"shape": shape, "dtype": "float32"}},
-                     "outputs": {o: ["B", "K"] for o in names[1:]}}
-            if fmt == "tflite":
-                entry["signatures"] = [f"batch_{n}" for n in TFLITE_BATCHES]
-            try:
-                _export(fmt, module.eval(), inputs[0], path, names, axes, extra)
-                run, entry["runtime"] = _runner(fmt, path)
-                entry.update(bytes=path.stat().st_size, sha256=_sha256(path))
-                log(f"verifying {name} at input shapes {[list(x.shape) for x in inputs]} ...")
-                gold = windows if fmt != "tflite" else [(k, t) for k, t in windows if _whole(t, kind, inputs[0])]
-                entry["checks"] = _check(kind, run, reference, inputs) + _check_golden(kind, run, gold, tier)
-                entry["passed"] = all(r["passed"] for r in entry["checks"])
-            except Exception as exc:  # any exporter/runtime failure fails the artifact; reported, never skipped
-                path.unlink(missing_ok=True)
-                entry.update(passed=False, error=f"export or verification failed: {_first_line(exc)}")
-            artifacts[name] = entry
+            art = Artifact(
+                name, fmt, kind,
+                module=_Model(model) if kind == "model" else _Pipeline(model, graph, exact=fmt == "tflite"),
+                # the eager reference: what `port detect` computes (the exact feature extractor)
+                reference=None if kind == "model" else _Pipeline(model, graph, exact=True),
+                input=names[0], outputs=names[1:], stages=("Y.logits",) if kind == "model" else ("Y.probs", "Y.logits"),
+                axes={0: "B", 1: "T"} if time_axis else {0: "B"},
+                shape=(["B", "T"] if fmt != "tflite" else ["B", graph.window_samples]) if time_axis else
+                ["B", graph.feature_config.max_length, graph.feature_config.num_mel_bins],
+                probes=inputs, golden_input="F.input_values" if kind == "model" else "A.waveform", extra=extra,
+                tflite_batches=TFLITE_BATCHES)
+            # the model artifact takes no mask: only windows without padding (all of golden/hf's) apply
+            gold = [(k, t) for k, t in windows if (fmt != "tflite" or _whole(t, kind, inputs[0]))
+                    and not (kind == "model" and "F.attention_mask" in t and not bool(t["F.attention_mask"].all()))]
+            artifacts[name] = export_artifact(art, out_dir, FAMILY, gold, tier, log)
     parity = {
         "format": PARITY_FORMAT,
-        "family": "hf",
+        "family": FAMILY,
         "rules": "logits: |d| <= 1e-5 + 1e-5 * max|row|; probabilities: 1e-5 absolute (porting.parity.contract)",
         "fingerprint": machine_fingerprint(),
         "passed": all(a["passed"] for a in artifacts.values()),
