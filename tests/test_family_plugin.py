@@ -55,6 +55,7 @@ def _recording(path: Path) -> Path:
 
 def test_the_registry_finds_the_built_in_families_and_the_registered_one(toy):
     assert {"hf", "orcahello", "toy"} <= set(registry.families())
+    assert all(isinstance(f, registry.Family) for f in registry.families().values())  # every protocol member
     assert registry.for_model(toy) is toyfamily.FAMILY
     assert "toy model" in _port("inspect", toy).output
 
