@@ -152,6 +152,24 @@ class FileError:
 
 
 
+def stream_stages(path, rate: int, window_samples: int, hop_samples: int, batch_size: int, forward: Callable,
+                  stages: tuple[str, ...], on_batch: Callable[[int], None] | None = None):
+    """Windows -> batches -> stages, streamed, for a family whose windows start every ``hop_samples`` at ``rate``
+    (``porting.io.stream``: a shorter tail scored alone, marked partial): each batch ``[B, L]`` through
+    ``forward`` (-> {stage: tensor}), ``stages`` kept and concatenated. Returns (the window plan, {stage: tensor})."""
+    from .io.stream import iter_windows, plan_recording
+
+    plan = plan_recording(path, rate, window_samples, hop_samples)
+    kept: dict[str, list] = {s: [] for s in stages}
+    for batch in iter_windows(path, rate, window_samples, hop_samples, batch_size):
+        out = forward(torch.from_numpy(batch.waveforms))
+        for s in stages:
+            kept[s].append(out[s])
+        if on_batch is not None:
+            on_batch(len(batch.starts))
+    return plan, {s: torch.cat(v) for s, v in kept.items()}
+
+
 _REISSUED: dict = {}  # warnings.warn_explicit's registry for what run_many passes on (each shown once, as usual)
 
 

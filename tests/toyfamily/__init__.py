@@ -142,18 +142,12 @@ class ToyDetector:
         return {"A.waveform": waveform, "F.energy": self.net.energy(waveform), "Y.logits": logits, "Y.probs": probs}
 
     def run(self, path, on_batch=None) -> ToyResult:
-        from porting.io.stream import iter_windows, plan_recording
+        from porting.detect import stream_stages
 
-        plan = plan_recording(path, self.rate, self.window, self.hop)
-        logits, probs = [], []
-        for batch in iter_windows(path, self.rate, self.window, self.hop, self.batch_size):
-            out = self.forward(torch.from_numpy(batch.waveforms))
-            logits.append(out["Y.logits"])
-            probs.append(out["Y.probs"])
-            if on_batch is not None:
-                on_batch(len(batch.starts))
+        plan, out = stream_stages(path, self.rate, self.window, self.hop, self.batch_size, self.forward,
+                                  ("Y.logits", "Y.probs"), on_batch)
         return ToyResult(Path(path), tuple(self.labels), self.rate, [w.start for w in plan], [w.length for w in plan],
-                         [w.partial for w in plan], torch.cat(logits), torch.cat(probs))
+                         [w.partial for w in plan], out["Y.logits"], out["Y.probs"])
 
 
 # ------------------------------------------------------------------------------------------------- goldens

@@ -163,16 +163,10 @@ class HFDetector:
         return n_windows(path, g.sample_rate, g.window_samples, g.hop_samples)
 
     def run(self, path: str | Path, on_batch: Callable[[int], None] | None = None) -> HFFileResult:
-        from ...io.stream import iter_windows, plan_recording
+        from ...detect import stream_stages
 
         g = self.graph
-        plan = plan_recording(path, g.sample_rate, g.window_samples, g.hop_samples)
-        logits, probs = [], []
-        for batch in iter_windows(path, g.sample_rate, g.window_samples, g.hop_samples, self.batch_size):
-            out = self.forward_windows(torch.from_numpy(batch.waveforms))
-            logits.append(out["Y.logits"])
-            probs.append(out["Y.probs"])
-            if on_batch is not None:
-                on_batch(len(batch.starts))
+        plan, out = stream_stages(path, g.sample_rate, g.window_samples, g.hop_samples, self.batch_size,
+                                  self.forward_windows, ("Y.logits", "Y.probs"), on_batch)
         return HFFileResult(Path(path), g.classes, g.sample_rate, [w.start for w in plan], [w.length for w in plan],
-                            [w.partial for w in plan], torch.cat(logits), torch.cat(probs), plan.unscored_tail)
+                            [w.partial for w in plan], out["Y.logits"], out["Y.probs"], plan.unscored_tail)
