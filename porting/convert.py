@@ -74,10 +74,10 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
             golden: str | Path | None = None, log=None, strict: bool = True, transformers_semantics=None) -> dict:
     """Read ``model`` without executing it, rebuild and check the network, write ``out`` atomically.
 
-    ``model`` is a learner pickle or a Hugging Face model folder (``porting.families.hf``). ``exports``: what
-    ``port convert --export`` takes, with the same default (``"all"``: every format whose runtime is installed;
-    ``"none"`` or ``[]``: no artifact, but parity.json and the model card; ``None``: weights and config.json
-    only); they are written and verified into the same temp dir, so they appear atomically too; ``golden`` adds
+    ``model`` is a source model of a registered family (``porting.family``: a learner pickle, a Hugging Face model
+    folder, ...). ``exports``: what ``port convert --export`` takes, with the same default (``"all"``: every
+    format whose runtime is installed; ``"none"`` or ``[]``: no artifact, but parity.json and the model card;
+    ``None``: weights and config.json only); they are written and verified into the same temp dir, so they appear atomically too; ``golden`` adds
     the golden cases of this model to the checks. ``out`` must not exist unless ``overwrite``.
     Returns a summary dict (see ``format_summary``; ``exports`` holds parity.json). Raises typed ``PortingError``s;
     when an artifact misses the parity contract, ``out`` is still written (the artifact marked FAILED in
