@@ -107,3 +107,11 @@ def test_a_parity_failure_of_the_toy_family_is_reported(toy, tmp_path):
     torch.save(bad, toy / "weights.pt")
     res = _port("parity", "--golden", store)
     assert res.exit_code == 1 and "Y.logits" in res.output
+
+
+def test_builtin_families_are_found_without_installed_metadata(monkeypatch):
+    """A source checkout that was never installed has no entry points: the registry's BUILTIN list still has them."""
+    monkeypatch.setattr(registry, "_entry_points", lambda: [])
+    monkeypatch.setattr(registry, "_FAMILIES", None)
+    assert list(registry.families()) == ["hf", "orcahello"]
+    assert registry.named(None).name == "orcahello"  # records naming no family are the first family's
