@@ -1,7 +1,7 @@
-"""Builds porting's optional compiled kernel (porting/_winograd.c) at install; everything else is in pyproject.toml.
+"""Builds porting's optional compiled kernel (porting/families/orcahello/_winograd.c) at install; everything else is in pyproject.toml.
 
 The kernel is plain C (no Python or torch API; loaded with ctypes), so it needs only the C compiler a fresh Linux
-machine has. Where there is none, or it fails, the install goes on without it and porting.winograd runs the same
+machine has. Where there is none, or it fails, the install goes on without it and porting.families.orcahello.winograd runs the same
 arithmetic in torch ops (``optional=True``).
 """
 
@@ -10,8 +10,8 @@ import sys
 from setuptools import Extension, setup
 
 ext = Extension(
-    "porting._winograd",
-    sources=["porting/_winograd.c"],
+    "porting.families.orcahello._winograd",
+    sources=["porting/families/orcahello/_winograd.c"],
     extra_compile_args=["-O3", "-std=gnu11", "-ffp-contract=off", "-pthread"],
     extra_link_args=["-pthread"],
     optional=True,

@@ -2,9 +2,12 @@
 
 Public API (kept small on purpose):
 
-* ``load_model(path)``  -> ``(model, config)`` from a learner ``.pkl`` or a converted directory.
-* ``convert(pkl, out)`` -> writes ``model.safetensors`` + ``config.json`` atomically.
-* ``detect(paths, model)`` -> per-window confidences and the per-second table for each recording.
+* ``load_model(path)``  -> ``(model, config)`` from a source model (learner ``.pkl``, HF folder, any registered
+  family's) or a converted directory.
+* ``convert(source, out)`` -> writes ``model.safetensors`` + ``config.json`` (+ verified exports) atomically.
+* ``detect(paths, model)`` -> each recording's results (OrcaHello: per-window confidences and the per-second table).
+
+Families (``porting.family``) are found through the entry-point group ``porting.families``.
 """
 
 from __future__ import annotations

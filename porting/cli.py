@@ -115,25 +115,21 @@ def inspect(
     """Print what a pickle contains (module tree, globals it names, tensors, classes, normalization, what was
     refused), or what an HF model folder holds (architecture from config and keys, labels, tensors,
     preprocessor), without executing anything or writing files."""
+    from . import family as registry
     from .errors import MalformedModelError
     from .outputs import check_name
 
     _run(check_name, model, "model", MalformedModelError)
-    if model.is_dir():
-        from .hf.folder import format_inspect as format_report, inspect_folder as inspect_pickle
-    else:
-        from .learner import format_report, inspect_pickle
-
-    if transformers_semantics is not None and not model.is_dir():
-        _fail(PortingError(f"{model}: --transformers-semantics applies to Hugging Face model folders only"))
-    report = _run(inspect_pickle, model, *([transformers_semantics] if transformers_semantics is not None else []))
+    fam = _run(registry.for_model, model, False)
+    options = {"transformers_semantics": transformers_semantics} if transformers_semantics is not None else {}
+    report = _run(fam.inspect, model, **options)
     if as_json:
         from .summary import strict_json
 
         report, _ = strict_json(report)  # a pickle's NaN normalization stats would be a bare NaN token otherwise
         typer.echo(json.dumps(report, indent=1, allow_nan=False))
     else:
-        typer.echo(format_report(report))
+        typer.echo(fam.format_inspect(report))
 
 
 @app.command()
@@ -240,7 +236,7 @@ def parity(
     report: Optional[Path] = typer.Option(None, "--report", help="write OUT/report.md and PNGs here"),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="windows per forward pass for all.*"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write every stage's statistics as JSON"),
-    backend: str = typer.Option("torch", "--backend", help="what `port detect` runs: torch (the pad-folded eager model), onnx (detector.onnx of a converted --model DIR) or winograd (porting.winograd, pad-folded)"),
+    backend: str = typer.Option("torch", "--backend", help="what `port detect` runs: torch (the pad-folded eager model), onnx (detector.onnx of a converted --model DIR) or winograd (porting.families.orcahello.winograd, pad-folded)"),
 ):
     """Run the port on each golden case's recording, as `port detect` runs it, and compare every stage
     with every capture of the case (chained from the recording, and each stage fed its golden input).

@@ -1,31 +1,24 @@
-"""The detector: recording -> stage A windows -> B mel dB -> C crop/pad -> normalize -> model
--> softmax -> confidence -> aggregate (golden/README.md §1-§5), batched and streamed.
+"""``port detect``: the family's detector (``porting.family.Detector``: windows -> batches -> stages -> results,
+streamed) run over many recordings, each failure reported with its file while the others go on.
 
-Only ``porting.frontend.decode`` touches the filesystem; every other step is a pure function over
-a batch of windows, so memory is bounded by ``batch_size`` whatever the recording's length.
+The option checks (device, backend, batch size, threshold) and the malloc tuning that keeps RSS flat on long
+recordings are the engine's; what a window, a stage and a result are is the family's.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
 
-from .aggregate import Aggregate, AggregateConfig, aggregate
+from . import family as registry
 from .errors import AudioError, MalformedModelError, PortingError, UnsupportedModelError
-from .events import Event, second_events
-from .frontend.stream import TruncatedAudioWarning
+from .io.stream import TruncatedAudioWarning
 from .outputs import check_name, name_problem, spell
-from .frontend.config import FrontendConfig
-from .frontend.decode import AudioInfo, probe
-from .frontend.windows import iter_windows, plan_windows
-from .graph import StageGraph
-from .padfold import fold_pad
-from .winograd import NAME as WINOGRAD
 
 
 _LIBC = None
@@ -71,46 +64,17 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
-def _verified(model_path: Path) -> dict[str, bool]:
-    """Artifact name -> passed, from the converted DIR's parity.json (empty when there is none)."""
-    from . import files
-    from .errors import PortingError
-    from .export import PARITY_NAME
-    from .schema import PARITY, validate
-
-    path = model_path / PARITY_NAME
-    if not files.exists(path):
-        return {}
-    try:  # an unreadable or malformed parity.json verifies nothing (auto then runs eager torch)
-        arts = validate(files.read_json(path, "parity.json"), PARITY, path)["artifacts"]
-    except PortingError:
-        return {}
-    return {name: a["passed"] for name, a in arts.items()}
-
-
-def _onnx_file(model_path: Path, passed: dict[str, bool], require_verified: bool) -> Path | None:
-    """The ONNX classifier to run: detector.onnx (the pad-folded classifier, ``porting.padfold``), else
-    model.onnx, each only if present and (``require_verified``) passed this model's verification (``passed``:
-    ``_verified(model_path)``)."""
-    from .export.onnx import DETECTOR_FILE, MODEL_FILE
-
-    for name in (DETECTOR_FILE, MODEL_FILE):
-        if (model_path / name).is_file() and (passed.get(name, False) or not require_verified):
-            return model_path / name
-    return None
-
-
-def _onnx_usable(model_path: Path, device: torch.device, passed: dict[str, bool]) -> bool:
-    from importlib.util import find_spec
-
-    return (device.type == "cpu" and model_path.is_dir() and find_spec("onnxruntime") is not None
-            and _onnx_file(model_path, passed, require_verified=True) is not None)
-
-
-#: Warnings about a recording itself, reported with that file (the CLI prints them as it finishes the file).
 FILE_WARNINGS = (TruncatedAudioWarning,)
 DEVICES = "cpu, cuda or cuda:N"
-BACKENDS = ("auto", "torch", "onnx", WINOGRAD)
+BACKENDS = ("auto", "torch", "onnx")  # and each family's own (``Family.backends``)
+
+
+def backends() -> tuple[str, ...]:
+    """Every ``--backend`` a registered family runs."""
+    out = list(BACKENDS)
+    for fam in registry.families().values():
+        out += [b for b in getattr(fam, "backends", ()) if b not in out]
+    return tuple(out)
 
 
 def check_device(device) -> str:
@@ -135,8 +99,9 @@ def check_device(device) -> str:
 
 
 def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise UnsupportedModelError(f"{spell('backend', backend)}: unknown backend; use {', '.join(BACKENDS)}")
+    names = backends()
+    if backend not in names:
+        raise UnsupportedModelError(f"{spell('backend', backend)}: unknown backend; use {', '.join(names)}")
     return backend
 
 
@@ -164,28 +129,6 @@ def check_threshold(threshold) -> float:
 
 
 @dataclass
-class FileResult:
-    """What one recording gave: per-window outputs, the legacy per-second table and its events."""
-
-    path: Path
-    logits: torch.Tensor  # [W, K] float32
-    probs: torch.Tensor  # [W, K] float32
-    confidence: torch.Tensor  # [W] float32
-    table: Aggregate
-    events: list[Event] = field(default_factory=list)  # porting.events.second_events of the table
-    threshold: float = 0.5
-
-    def to_dict(self) -> dict:
-        d = {"file": str(self.path), "n_windows": int(self.confidence.numel()), "threshold": self.threshold,
-             "events": [e.to_dict() for e in self.events]}
-        d.update(self.table.to_dict())
-        for row, logits, probs in zip(d["windows"], self.logits.tolist(), self.probs.tolist()):
-            row["logits"] = logits
-            row["probs"] = probs
-        return d
-
-
-@dataclass
 class FileError:
     path: Path
     error: PortingError
@@ -208,127 +151,23 @@ class FileError:
         return {"file": str(self.path), "error": {"type": type(self.error).__name__, "message": str(self.error)}}
 
 
-@dataclass
-class Detector:
-    """A loaded model plus everything needed to run the legacy detector with it."""
 
-    model: torch.nn.Module
-    config: dict
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    batch_size: int = 32
-    aggregate_cfg: AggregateConfig = field(default_factory=AggregateConfig)
-    backend: str = "torch"
-    folded: bool = False  # ``model`` reads only a window's own frames (porting.padfold)
-    _graph: StageGraph | None = field(default=None, init=False, repr=False)
+def stream_stages(path, rate: int, window_samples: int, hop_samples: int, batch_size: int, forward: Callable,
+                  stages: tuple[str, ...], on_batch: Callable[[int], None] | None = None):
+    """Windows -> batches -> stages, streamed, for a family whose windows start every ``hop_samples`` at ``rate``
+    (``porting.io.stream``: a shorter tail scored alone, marked partial): each batch ``[B, L]`` through
+    ``forward`` (-> {stage: tensor}), ``stages`` kept and concatenated. Returns (the window plan, {stage: tensor})."""
+    from .io.stream import iter_windows, plan_recording
 
-    @classmethod
-    def load(cls, model_path: str | Path, device: str | torch.device = "cpu", backend: str = "torch", **kw) -> "Detector":
-        """``backend="onnx"`` runs the model stage in onnxruntime (CPU) from ``model_path/detector.onnx``,
-        else ``model.onnx`` (refused when parity.json says it failed verification); the frontend stays the exact
-        torch one on ``device``. ``"winograd"`` runs ``porting.winograd.winograd_model`` (BN folded, fused
-        residual/ReLU, Winograd F(2,3) convolutions from 256 channels; CPU; refused when parity.json says it failed). ``"auto"`` picks
-        onnx for a converted DIR on CPU when onnxruntime is installed and parity.json says that ONNX artifact passed,
-        else winograd when parity.json says it passed, else torch (measured per batch of 32 on 2 cores, AMD Zen 5:
-        onnx 0.36 s, winograd 0.42 s, torch 0.61 s). Every backend runs the pad-folded twin of the model
-        (``porting.padfold.fold_pad``) whenever the model allows it."""
-        from .convert import load_model
-
-        device = torch.device(check_device(device))
-        check_backend(backend)
-        path = Path(model_path)
-        passed = _verified(path)  # parity.json, read once
-        if backend == "auto":
-            backend = ("onnx" if _onnx_usable(path, device, passed) else
-                       WINOGRAD if device.type == "cpu" and passed.get(WINOGRAD) else "torch")
-        if backend == "onnx":
-            from .export.onnx import DETECTOR_FILE, MODEL_FILE, load_onnx_model
-
-            failed = [n for n, ok in passed.items() if n in (DETECTOR_FILE, MODEL_FILE) and not ok]
-            chosen = _onnx_file(path, passed, require_verified=False) if path.is_dir() else None
-            if chosen is not None and chosen.name in failed:
-                raise UnsupportedModelError(f"{chosen}: failed this model's verification (parity.json); "
-                                            f"re-run `port convert` or use {spell('backend', 'torch')}")
-            model, config = load_onnx_model(model_path, chosen.name if chosen is not None else MODEL_FILE)
-            name = chosen.name if chosen is not None else MODEL_FILE
-            folded = name == DETECTOR_FILE
-        else:
-            model, config = load_model(model_path, device=device)
-            if backend == WINOGRAD:
-                if device.type != "cpu":
-                    raise UnsupportedModelError(f"{spell('backend', WINOGRAD)}: a CPU backend; use "
-                                                f"{spell('device', 'cpu')} or {spell('backend', 'torch')}")
-                if passed.get(WINOGRAD) is False:
-                    raise UnsupportedModelError(f"{model_path}: the winograd backend failed this model's verification "
-                                                f"(parity.json); re-run `port convert` or use {spell('backend', 'torch')}")
-                from .winograd import winograd_model
-
-                model = winograd_model(model)
-            twin = fold_pad(model, config)
-            model, folded = (model, False) if twin is None else (twin, True)
-        det = cls(model=model, config=config, device=device, backend=backend, folded=folded, **kw)
-        tune_malloc()
-        det.positive_index  # fail at load time, not after decoding the first file
-        return det
-
-    @property
-    def graph(self) -> StageGraph:
-        """The stage graph this model runs (porting.graph), parsed from config.json once."""
-        if self._graph is None:
-            self._graph = StageGraph.from_config(self.config)
-        return self._graph
-
-    @property
-    def frontend(self) -> FrontendConfig:
-        return self.graph.frontend
-
-    @property
-    def positive_index(self) -> int:
-        idx = self.config.get("positive_index")
-        if idx is None:
-            raise UnsupportedModelError(
-                f"{self.config.get('source', {}).get('file', 'model')}: no positive class among "
-                f"{self.config.get('classes')}; the detector needs a class named 'positive' or two classes"
-            )
-        return int(idx)
-
-    def activate(self, logits: torch.Tensor) -> torch.Tensor:
-        return self.graph.activate(logits)
-
-    @torch.inference_mode()
-    def logits_of(self, x: torch.Tensor) -> torch.Tensor:
-        """Model input ``[B, 1, 256, 312]`` (golden ``X.model_input``) -> logits, on this detector's model."""
-        return self.model(x.to(self.device)).float()
-
-    @torch.inference_mode()
-    def forward_windows(self, waveform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage A output ``[B, 40000]`` -> (logits ``[B, K]``, probs ``[B, K]``)."""
-        fe = self.frontend
-        if self.folded and waveform.shape[-1] != fe.windows.window_samples:
-            raise ValueError(f"forward_windows: a pad-folded model needs whole {fe.windows.window_samples}-sample "
-                             f"windows (stage A output), got shape {tuple(waveform.shape)}")
-        logits = self.logits_of(self.graph.model_input(waveform.to(self.device)))
-        return logits, self.activate(logits)
-
-    def run(self, path: str | Path, on_batch: Callable[[int], None] | None = None) -> FileResult:
-        """Detect on one recording. Raises ``AudioError`` for unusable input (e.g. shorter than 2 s)."""
-        info: AudioInfo = probe(path)
-        logits, probs = [], []
-        for _, wave in iter_windows(info, self.batch_size, self.frontend.windows):
-            lg, pr = self.forward_windows(wave)
-            logits.append(lg.cpu())
-            probs.append(pr.cpu())
-            release_memory()
-            if on_batch is not None:
-                on_batch(len(wave))
-        logits_t, probs_t = torch.cat(logits), torch.cat(probs)
-        conf = probs_t[:, self.positive_index].contiguous()
-        table = aggregate(conf.numpy(), Path(path).name, self.aggregate_cfg)
-        threshold = self.aggregate_cfg.threshold
-        return FileResult(Path(path), logits_t, probs_t, conf, table, second_events(table.submission, threshold),
-                          threshold)
-
-    def n_windows(self, path: str | Path) -> int:
-        return len(plan_windows(probe(path).duration_s, self.frontend.windows))
+    plan = plan_recording(path, rate, window_samples, hop_samples)
+    kept: dict[str, list] = {s: [] for s in stages}
+    for batch in iter_windows(path, rate, window_samples, hop_samples, batch_size):
+        out = forward(torch.from_numpy(batch.waveforms))
+        for s in stages:
+            kept[s].append(out[s])
+        if on_batch is not None:
+            on_batch(len(batch.starts))
+    return plan, {s: torch.cat(v) for s, v in kept.items()}
 
 
 _REISSUED: dict = {}  # warnings.warn_explicit's registry for what run_many passes on (each shown once, as usual)
@@ -434,71 +273,32 @@ def _unreadable(path: Path, exc: OSError) -> AudioError:
     return AudioError(f"{path}: cannot read ({exc.strerror or type(exc).__name__}); check the file and its permissions")
 
 
-def is_hf_model(model_path: str | Path) -> bool:
-    """An HF model folder, or a folder ``port convert`` wrote from one."""
-    from .hf.folder import is_hf_folder
-
-    p = Path(model_path)
-    if not p.is_dir():
-        return False
-    if is_hf_folder(p):
-        return True
-    from . import files
-    from .errors import PortingError
-
-    try:
-        cfg = files.read_json(p / "config.json", "the model config") if files.exists(p / "config.json") else None
-    except PortingError:
-        return False  # the loader reports it, in one line
-    return isinstance(cfg, dict) and cfg.get("family") == "hf"
-
-
 def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int | None = None, backend: str = "auto",
                   window_s: float | None = None, hop_s: float | None = None, fbank_backend: str | None = None,
                   threshold: float = 0.5, transformers_semantics=None):
-    """The detector for ``model_path``: ``porting.hf.detect.HFDetector`` for the HF family (windows of
-    ``window_s``/``hop_s``), else the OrcaHello ``Detector`` (its windows are fixed: 2 s, hop 1 s; ``threshold``
-    decides its per-second calls and events, legacy's 0.5 by default). ``transformers_semantics`` (HF models: 4 or
-    5) overrides the transformers major an HF folder is ported with (``porting.hf.semantics``)."""
+    """The detector of ``model_path``'s family (``porting.family.Detector``). ``window_s``/``hop_s``/
+    ``fbank_backend``/``transformers_semantics`` are family options (HF models: windows of ``window_s`` every
+    ``hop_s``, the fbank code path, the transformers major followed); a family refuses those it does not take.
+    ``threshold`` decides per-window or per-second calls where the family makes them (legacy's 0.5 by default)."""
     device = check_device(device)
     check_backend(backend)
     threshold = check_threshold(threshold)
     batch_size = check_batch_size(batch_size)
     check_name(model_path, "model", MalformedModelError)
-    if is_hf_model(model_path):
-        from .hf.detect import HFDetector
-
-        return HFDetector.load(model_path, device=device, backend=backend, window_s=window_s, hop_s=hop_s,
-                               fbank_backend=fbank_backend, batch_size=batch_size or 16,
-                               transformers_semantics=transformers_semantics)
-    given = [spell(n) for n, v in (("window_s", window_s), ("hop_s", hop_s), ("fbank_backend", fbank_backend),
-                                   ("transformers_semantics", transformers_semantics))
-             if v is not None]
-    if given:
-        raise UnsupportedModelError(f"{'/'.join(given)}: the OrcaHello detector's frontend is fixed (2-s windows, "
-                                    "hop 1 s, golden/README.md §1-§3); drop the option" + ("s" if len(given) > 1 else ""))
-    return Detector.load(model_path, device=device, batch_size=batch_size or 32, backend=backend,
-                         aggregate_cfg=AggregateConfig(threshold=threshold))
+    options = {k: v for k, v in (("window_s", window_s), ("hop_s", hop_s), ("fbank_backend", fbank_backend),
+                                 ("transformers_semantics", transformers_semantics)) if v is not None}
+    return registry.for_model(model_path).detector(Path(model_path), device=device, batch_size=batch_size,
+                                                    backend=backend, threshold=threshold, **options)
 
 
 def check_positive(det, positive: str | None) -> str | None:
-    """The label whose events to report: HF models need one named (``positive``), OrcaHello has its own."""
-    classes = list(det.config.get("classes") or [])
-    if getattr(det, "aggregate_cfg", None) is not None:  # OrcaHello: the config's positive class, fixed
-        own = classes[det.positive_index] if classes else None
-        if positive is not None and positive != own:
-            raise UnsupportedModelError(f"{spell('positive', positive)}: this OrcaHello model scores its positive "
-                                        f"class {own!r} (config.json positive_index); drop the option")
-        return own
-    if positive is not None and positive not in det.graph.classes:
-        raise UnsupportedModelError(f"{spell('positive', positive)}: not a label of this model; use one of "
-                                    f"{', '.join(det.graph.classes)}")
-    return positive
+    """The label whose events to report (the family's rule: some need one named, others score their own)."""
+    return det.check_positive(positive)
 
 
 def detect(
     paths: str | Path | Iterable[str | Path],
-    model: str | Path | Detector,
+    model: str | Path | registry.Detector,
     *,
     device: str = "cpu",
     batch_size: int | None = None,

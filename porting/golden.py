@@ -74,7 +74,7 @@ def _decode(name: str, t: torch.Tensor, storage: dict) -> torch.Tensor:
 
 def load_case(json_path: str | Path) -> Case:
     """Load one golden case (JSON + safetensors), tensors decoded and aliases resolved."""
-    from .files import read_json
+    from .io.files import read_json
 
     json_path = Path(json_path)
     meta = read_json(json_path, "the golden case", GoldenError, fix="run `port golden verify`")
@@ -137,7 +137,7 @@ _CHUNK = 1 << 20
 
 def file_digest(path: str | Path) -> dict:
     """``{"sha256": hex, "bytes": size}`` of one file, read in 1 MiB chunks."""
-    from .files import open_regular
+    from .io.files import open_regular
 
     h = hashlib.sha256()
     size = 0
@@ -164,7 +164,7 @@ def _store_files(golden_dir: Path) -> list[str]:
 
 
 def _case_entry(golden_dir: Path, json_rel: str) -> dict:
-    from .files import read_json
+    from .io.files import read_json
 
     meta = read_json(golden_dir / json_rel, "the golden case", GoldenError, fix="regenerate it with tools/regenerate_golden")
     files = [json_rel]
@@ -244,8 +244,8 @@ class VerifyResult:
 
 
 def read_manifest(golden_dir: str | Path) -> dict:
-    """The store's MANIFEST.json, read through ``porting.files`` and checked by ``porting.schema.MANIFEST``."""
-    from . import files
+    """The store's MANIFEST.json, read through ``porting.io.files`` and checked by ``porting.schema.MANIFEST``."""
+    from .io import files
     from .schema import MANIFEST, validate
 
     path = Path(golden_dir) / MANIFEST_NAME

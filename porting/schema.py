@@ -1,14 +1,16 @@
 """Declared schemas for every JSON document porting reads, checked once, when the file is read.
 
-Each file (an HF ``config.json`` per architecture, ``preprocessor_config.json`` per feature extractor, the
-``config.json`` that ``port convert`` writes, a golden ``MANIFEST.json``, ``parity.json``) has one ``Schema``: the
+Each file (a golden ``MANIFEST.json``, ``parity.json``, and in the family packages an HF ``config.json`` per
+architecture, ``preprocessor_config.json`` per feature extractor, the ``config.json`` that ``port convert`` writes
+for each family: ``porting.families.<name>.schema``, built from this vocabulary) has one ``Schema``: the
 fields the code reads, each with its type and the range that makes sense for the architecture, plus cross-field
 rules (``num_attention_heads`` divides ``hidden_size``, the CNN lists have one length, ...). ``validate`` turns the
 first violation into one ``PortingError`` line: ``<file>: <field> = <value>; must be <allowed values>``, so
 everything after the read can index the document without re-checking it. Unknown fields are kept and ignored (HF
 configs carry dozens the rebuild never reads).
 
-Size limits: each dimension is bounded far above any published checkpoint, and ``hf_parameter_floor`` gives a lower
+Size limits: each dimension is bounded far above any published checkpoint, and a family's floor (the HF family's
+``hf_parameter_floor``) gives a lower
 bound of the parameter count a config implies, refused before anything is built when it exceeds
 ``MAX_PARAMETERS`` or the elements the weights file actually holds (a config claiming 100,000 layers over a
 40,000-element checkpoint is refused at once instead of building for minutes and failing on the load).
@@ -281,217 +283,14 @@ def rule(fn: Callable[[dict], tuple | None]) -> Callable[[dict], None]:
     return run
 
 
-# ------------------------------------------------------------------------------------------------ HF config.json
-
-
-def _labels_rule(eff: dict):
-    id2label = eff.get("id2label")
-    if id2label is None:
-        n = eff.get("num_labels")
-        return None if n is None or n >= 1 else ("num_labels", "an integer >= 1 (a classifier needs a label)")
-    if not isinstance(id2label, dict):
-        return ("id2label", 'an object {"0": "first label", "1": ...}')
-    if not 1 <= len(id2label) <= MAX_LABELS:
-        return ("id2label", f"an object with 1 to {MAX_LABELS:,} labels (a classifier needs a label)")
-    if sorted(id2label) != sorted(str(i) for i in range(len(id2label))):
-        return ("id2label", f'an object keyed "0" to "{len(id2label) - 1}", each once')
-    if not all(isinstance(v, str) for v in id2label.values()):
-        return ("id2label", "an object whose labels are strings")
-    return None
-
-
-def _divides(name: str, of: str = "hidden_size"):
-    def check(eff):
-        n, h = eff.get(name), eff.get(of)
-        if isinstance(n, int) and isinstance(h, int) and n >= 1 and h % n:
-            return (name, f"an integer >= 1 that divides {of} ({h})")
-        return None
-
-    return rule(check)
-
-
-def _same_lengths(eff):
-    lens = {k: len(eff[k]) for k in ("conv_dim", "conv_stride", "conv_kernel") if isinstance(eff.get(k), list | tuple)}
-    if len(set(lens.values())) > 1:
-        return ("conv_kernel" if lens.get("conv_kernel") != lens.get("conv_dim") else "conv_stride",
-                f"a list as long as conv_dim ({lens.get('conv_dim')} entries; conv_stride has {lens.get('conv_stride')}, "
-                f"conv_kernel {lens.get('conv_kernel')})")
-    return None
-
-
-def _activations() -> tuple:
-    from .hf.base import ACTIVATIONS
-
-    return tuple(sorted(ACTIVATIONS))
-
-
-def _common_fields() -> dict:
-    acts = _activations()
-    return {
-        "architectures": ListOf(Str(), 1, 16, null=True),
-        "model_type": Str(null=True),
-        "id2label": Any_(),  # checked with num_labels by _labels_rule
-        "num_labels": Int(1, MAX_LABELS),
-        "problem_type": Str(("regression", "single_label_classification", "multi_label_classification"), null=True),
-        "hidden_size": Int(1, MAX_HIDDEN),
-        "num_hidden_layers": Int(1, MAX_LAYERS),
-        "num_attention_heads": Int(1, MAX_HIDDEN, text=f"an integer from 1 to {MAX_HIDDEN:,} that divides hidden_size"),
-        "intermediate_size": Int(1, MAX_INTERMEDIATE),
-        "hidden_act": Str(acts, unsupported=("*",)),
-        "layer_norm_eps": Num(0.0, 1.0, lo_open=True),
-    }
-
-
-def hf_common_schema() -> Schema:
-    """What is checked before the architecture is known: the fields every HF config shares, and the labels."""
-    return Schema(_common_fields(), rules=(rule(_labels_rule),))
-
-
-def _cnn_fields() -> dict:
-    acts = _activations()
-    return {
-        "feat_extract_norm": Str(("group", "layer"), unsupported=("*",)),
-        "feat_extract_activation": Str(acts, unsupported=("*",)),
-        "conv_dim": ListOf(Int(1, MAX_CONV_DIM), 1, MAX_CONV_LAYERS),
-        "conv_stride": ListOf(Int(1, MAX_KERNEL), 1, MAX_CONV_LAYERS),
-        "conv_kernel": ListOf(Int(1, MAX_KERNEL), 1, MAX_CONV_LAYERS),
-        "conv_bias": Bool(),
-        "num_conv_pos_embeddings": Int(1, MAX_KERNEL),
-        "num_conv_pos_embedding_groups": Int(1, MAX_HIDDEN, text="an integer >= 1 that divides hidden_size"),
-        "mask_time_prob": Num(0.0, 1.0),
-        "mask_feature_prob": Num(0.0, 1.0),
-        "add_adapter": Bool(only=False, null=True),
-        "classifier_proj_size": Int(1, MAX_HIDDEN),
-        "use_weighted_layer_sum": Bool(),
-    }
-
-
-def hf_schema(architecture: str) -> Schema:
-    """The schema of an HF ``config.json`` for one supported architecture (defaults: transformers' config class)."""
-    from .hf.folder import AST, CUSTOM_SPEECH, SEQUENCE_CLASSIFICATION
-
-    common = [rule(_labels_rule), _divides("num_attention_heads")]
-    if architecture == AST:
-        from .hf.ast import AST_DEFAULTS
-
-        fields = {**_common_fields(), "patch_size": Int(1, MAX_KERNEL), "frequency_stride": Int(1, MAX_KERNEL),
-                  "time_stride": Int(1, MAX_KERNEL), "max_length": Int(1, 100_000), "num_mel_bins": Int(1, 4_096),
-                  "qkv_bias": Bool()}
-
-        def patch_fits(eff):
-            for name in ("num_mel_bins", "max_length"):
-                if eff[name] < eff["patch_size"]:
-                    return (name, f"an integer >= patch_size ({eff['patch_size']}): the patch grid would be empty")
-            return None
-
-        return Schema(fields, rules=tuple(common) + (rule(patch_fits),), defaults=AST_DEFAULTS)
-    from .hf.sewd import SEWD_DEFAULTS
-    from .hf.wav2vec2 import HUBERT_DEFAULTS, WAV2VEC2_DEFAULTS, WAVLM_DEFAULTS
-
-    fields = {**_common_fields(), **_cnn_fields()}
-    rules = common + [rule(_same_lengths), _divides("num_conv_pos_embedding_groups")]
-    if architecture == SEQUENCE_CLASSIFICATION["sew_d"]:
-        fields.update(
-            squeeze_factor=Int(1, 64), max_position_embeddings=Int(1, 1_000_000), position_buckets=Int(-1, 1_000_000),
-            share_att_key=Bool(), relative_attention=Bool(), norm_rel_ebd=Str(),
-            pos_att_type=Any_(), feature_layer_norm_eps=Num(0.0, 1.0, lo_open=True),
-            max_relative_positions=Int(-1, 1_000_000), attention_head_size=Int(1, MAX_HIDDEN, null=True),
-            conv_kernel_size=Int(0, MAX_KERNEL), conv_groups=Int(1, MAX_HIDDEN),
-            conv_act=Str(_activations(), unsupported=("*",)),
-        )
-
-        def pos_att(eff):
-            v = eff.get("pos_att_type")
-            ok = v is None or (isinstance(v, str) and len(v) <= 64) or (
-                isinstance(v, list) and len(v) <= 8 and all(isinstance(x, str) for x in v))
-            return None if ok else ("pos_att_type", 'a list of strings such as ["p2c", "c2p"], or null')
-
-        rules += [rule(pos_att), _divides("conv_groups")]
-        defaults = SEWD_DEFAULTS
-    elif architecture == SEQUENCE_CLASSIFICATION["hubert"]:
-        fields.update(feat_proj_layer_norm=Bool(), conv_pos_batch_norm=Bool(), do_stable_layer_norm=Bool())
-        defaults = HUBERT_DEFAULTS
-    elif architecture == SEQUENCE_CLASSIFICATION["wavlm"]:
-        fields.update(num_buckets=Int(1, 1_000_000), max_bucket_distance=Int(1, 10_000_000), do_stable_layer_norm=Bool(),
-                      adapter_attn_dim=Int(1, MAX_HIDDEN, null=True))
-        defaults = WAVLM_DEFAULTS
-    else:
-        fields.update(do_stable_layer_norm=Bool(), adapter_attn_dim=Int(1, MAX_HIDDEN, null=True))
-        if architecture == CUSTOM_SPEECH:
-            from .hf.heads import POOLING_MODES
-
-            fields["pooling_mode"] = Str(tuple(POOLING_MODES))
-        defaults = WAV2VEC2_DEFAULTS
-    required = ("pooling_mode",) if architecture == CUSTOM_SPEECH else ()
-    return Schema(fields, required=required, rules=tuple(rules), defaults=defaults)
-
-
-def _num_labels(cfg: dict) -> int:
-    id2label = cfg.get("id2label")
-    return len(id2label) if isinstance(id2label, dict) else int(cfg.get("num_labels") or 2)
-
-
-def hf_parameter_floor(architecture: str, config: dict) -> int:
-    """A lower bound of the parameters the config builds (the largest matrices only), from validated values."""
-    from .hf.folder import AST
-
-    eff = {**hf_schema(architecture).defaults, **config}
-    h, i, n = eff["hidden_size"], eff["intermediate_size"], eff["num_hidden_layers"]
-    total = n * (2 * h * i + 2 * h * h)  # feed-forward in/out, and at least the query and output projections
-    if architecture == AST:
-        total += h * eff["patch_size"] ** 2
-    else:
-        dims = list(eff["conv_dim"])
-        total += sum(a * b * k for a, b, k in zip([1] + dims[:-1], dims, eff["conv_kernel"]))
-        total += h * (h // eff["num_conv_pos_embedding_groups"]) * eff["num_conv_pos_embeddings"]
-    return total + h * _num_labels(eff)
-
-
-def check_hf_config(config, architecture: str, path: str | Path, elements: int | None = None,
-                    prefix: str = "") -> dict:
-    """Validate an HF config for ``architecture`` and refuse sizes beyond ``MAX_PARAMETERS`` or far beyond the
-    ``elements`` the weights file holds (``SLACK_PARAMETERS``), before anything is built."""
-    out = validate(config, hf_schema(architecture), path, prefix=prefix)
-    floor = hf_parameter_floor(architecture, out)
-    if floor > MAX_PARAMETERS:
-        raise MalformedModelError(
-            f"{path}: hidden_size/intermediate_size/num_hidden_layers imply at least {floor:,} parameters, over the "
-            f"{MAX_PARAMETERS:,} porting builds; check {prefix}num_hidden_layers and the sizes")
-    if elements is not None and floor > 2 * elements + SLACK_PARAMETERS:
-        raise MalformedModelError(
-            f"{path}: {prefix}hidden_size/intermediate_size/num_hidden_layers/conv_* imply at least {floor:,} "
-            f"parameters but the weights hold {elements:,}; the config does not belong to these weights")
-    return out
-
-
-# ----------------------------------------------------------------------------------------- preprocessor_config.json
-
-_FE_COMMON = {
-    "feature_extractor_type": Str(null=True),
-    "feature_size": Int(1, 1),
-    "sampling_rate": Int(MIN_RATE, MAX_RATE),
-    "padding_value": Num(),
-    "do_normalize": Bool(),
-    "return_attention_mask": Bool(),
-}
-WAV2VEC2_PREPROCESSOR = Schema({**_FE_COMMON, "padding_side": Str(("right",), unsupported=("left",))})
-AST_PREPROCESSOR = Schema({**_FE_COMMON, "num_mel_bins": Int(1, 4_096), "max_length": Int(1, 100_000),
-                           "mean": Num(), "std": Num(0.0, lo_open=True)})
-
-
-def check_preprocessor(pre, kind: str, path: str | Path, prefix: str = "") -> dict:
-    """``kind``: "ast" or "wav2vec2" (the feature extractor family)."""
-    return validate(pre, AST_PREPROCESSOR if kind == "ast" else WAV2VEC2_PREPROCESSOR, path, prefix=prefix)
-
-
 # ------------------------------------------------------------------------------------- porting's own config.json
 
 _ACTIVATION = Schema({"name": Str(("softmax", "sigmoid", "exp", "identity")), "dim": Int(-8, 8)},
                      required=("name",))
 _TENSOR_INFO = Schema({"shape": ListOf(Int(0, 1 << 40), 0, 8), "dtype": Str()}, required=("shape",))
-_COMMON_CONVERTED = {
+COMMON_CONVERTED = {
     "format": Str(("porting.model/1",)),
-    "family": Str(("hf",), null=True),
+    "family": Str(null=True),  # the family that wrote it (porting.family); none: the first, OrcaHello
     "classes": ListOf(Str(), 1, MAX_LABELS, null=True),
     "positive_index": Int(0, MAX_LABELS, null=True),
     "activation": _ACTIVATION,
@@ -499,61 +298,22 @@ _COMMON_CONVERTED = {
 }
 
 
-def _positive_in_classes(eff):
+def positive_in_classes(eff):
     p, classes = eff.get("positive_index"), eff.get("classes")
     if p is not None and (classes is None or p >= len(classes)):
         return ("positive_index", f"null or an index into classes (0 to {len(classes or []) - 1})")
     return None
 
-
-_NORMALIZE = Schema({"mean": ListOf(Num(), 1, 4096), "std": ListOf(Num(0.0, lo_open=True), 1, 4096)},
-                    required=("mean", "std"), null=True)
-_FRONTEND_LEGACY = Schema({
-    "windows": Schema({"window_s": Int(1, 3600), "hop_s": Int(1, 3600), "sample_rate": Int(MIN_RATE, MAX_RATE),
-                       "downmix": Bool(), "cache_round_trips": Bool()}),
-    "mel": Schema({"n_fft": Int(2, 1 << 16), "hop_length": Int(1, 1 << 16), "win_length": Int(1, 1 << 16, null=True),
-                   "n_mels": Int(1, 4096), "f_min": Num(0.0), "f_max": Num(0.0), "mel_sample_rate": Int(MIN_RATE, MAX_RATE),
-                   "power": Num(0.0, lo_open=True), "center": Bool(), "pad_mode": Str(("reflect", "constant")),
-                   "top_db": Num(0.0, null=True), "amin": Num(0.0, lo_open=True)}),
-    "pad": Schema({"duration_ms": Int(1, 3_600_000), "sample_rate": Int(MIN_RATE, MAX_RATE),
-                   "hop_length": Int(1, 1 << 16), "pad_value": Num()}),
-})
-LEGACY_CONVERTED = Schema(
-    {**_COMMON_CONVERTED, "normalize": _NORMALIZE, "frontend": _FRONTEND_LEGACY,
-     "architecture": Schema({"class": Str()}, required=("class",))},
-    required=("format", "architecture", "frontend", "state_dict"), rules=(rule(_positive_in_classes),))
-_WINDOWS = Schema({"window_s": Num(0.0, 3600.0, lo_open=True), "hop_s": Num(0.0, 3600.0, lo_open=True),
-                   "sample_rate": Int(MIN_RATE, MAX_RATE)}, required=("window_s", "hop_s"))
-
-
-def _hf_converted() -> Schema:
-    from .hf.folder import SUPPORTED
-
-    return Schema(
-        {**_COMMON_CONVERTED, "hf_architecture": Str(SUPPORTED), "hf_config": Schema(),
-         "frontend": Schema({"type": Str(("ast", "wav2vec2")), "preprocessor": Schema(),
-                             "fbank_backend": Str(("torchaudio-kaldi", "numpy"))}, required=("type", "preprocessor")),
-         "windows": _WINDOWS},
-        required=("format", "family", "hf_architecture", "hf_config", "frontend", "windows", "classes"),
-        rules=(rule(_positive_in_classes),))
-
-
-def check_converted(config, path: str | Path, elements: int | None = None) -> dict:
-    """A ``config.json`` written by ``port convert``: the legacy or HF layout, the embedded HF config and
-    preprocessor checked by their own schemas (field paths ``hf_config.*``, ``frontend.preprocessor.*``)."""
+def check_converted_header(config, path: str | Path) -> dict:
+    """A ``config.json`` written by ``port convert``, before its family checks the rest: a JSON object in porting's
+    format. Each family validates its own layout (``COMMON_CONVERTED`` + its fields)."""
     if not isinstance(config, dict):
         raise MalformedModelError(f"{path}: holds {show(config)}, not a porting model config (a JSON object); "
                                   "re-run `port convert`")
     if config.get("format") != "porting.model/1":
         raise MalformedModelError(f"{path}: format = {show(config.get('format'))}, not \"porting.model/1\": not a "
                                   "porting model config; re-run `port convert`")
-    if config.get("family") == "hf":
-        out = validate(config, _hf_converted(), path)
-        out["hf_config"] = check_hf_config(out["hf_config"], out["hf_architecture"], path, elements, "hf_config.")
-        fe = out["frontend"]
-        fe["preprocessor"] = check_preprocessor(fe["preprocessor"], fe["type"], path, "frontend.preprocessor.")
-        return out
-    return validate(config, LEGACY_CONVERTED, path)
+    return config
 
 
 # ---------------------------------------------------------------------------------------------- MANIFEST.json

@@ -7,10 +7,12 @@ Terminal: one line per file as it finishes (``format_file``), then its events, a
 CSV (``--csv``), read as is by a spreadsheet or ``pandas.read_csv``: a header row, comma separated, UTF-8,
 floats written so they read back exactly.
 
-* OrcaHello models: one row per event (``porting.events.EVENT_COLUMNS``: file, start_s, end_s, duration_s,
-  peak_confidence, peak_s, mean_confidence, n_intervals); a file without events, or that failed, has no row.
-* HF models: one row per window: file, start_s, end_s, partial, label (the top label), then ``prob_<label>`` for
-  each class in ``config.id2label`` order.
+The detector's ``csv_layout`` (``porting.family.Detector``) picks the table:
+
+* "events" (OrcaHello models): one row per event (``porting.events.EVENT_COLUMNS``: file, start_s, end_s,
+  duration_s, peak_confidence, peak_s, mean_confidence, n_intervals); a file without events, or that failed, has no row.
+* "windows" (HF models): one row per window: file, start_s, end_s, partial, label (the top label), then
+  ``prob_<label>`` for each of the detector's ``labels`` (HF: ``config.id2label`` order).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import csv
 import io
 import math
 
-from .events import EVENT_COLUMNS, Event, window_events
+from .events import EVENT_COLUMNS, Event
 
 MAX_EVENT_LINES = 20
 
@@ -29,10 +31,6 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
-def _is_hf(result) -> bool:
-    return not hasattr(result, "table")
-
-
 def _failed(result) -> bool:
     from .detect import FileError
 
@@ -40,12 +38,10 @@ def _failed(result) -> bool:
 
 
 def file_events(result, threshold: float, positive: str | None) -> list[Event] | None:
-    """The events of one result (None: not defined, i.e. an HF result without ``positive``, or a failure)."""
+    """The events of one result (None: not defined, e.g. an HF result without ``positive``, or a failure)."""
     if _failed(result):
         return None
-    if not _is_hf(result):
-        return list(result.events)
-    return None if positive is None else window_events(result, positive, threshold)
+    return result.events_for(threshold, positive)
 
 
 def _event_line(e: Event) -> str:
@@ -58,18 +54,9 @@ def format_file(result, threshold: float = 0.5, positive: str | None = None) -> 
     if _failed(result):
         return f"{result.path}: FAILED ({type(result.error).__name__}): {result.reason()}"
     events = file_events(result, threshold, positive)
-    if _is_hf(result):
-        head = result.summary_line()
-        if events is None:
-            return head
-        above = f"{positive} > {threshold:g}"
-    else:
-        t = result.table
-        n_above, n_rows = sum(t.local_predictions), len(t.submission)
-        head = (f"{result.path}: {plural(len(result.confidence), 'window')}, {n_above}/{plural(n_rows, 'second')} "
-                f"> {threshold:g}, global_prediction={t.global_prediction}, "
-                f"global_confidence={t.global_confidence:.6f}")
-        above = f"> {threshold:g}"
+    head, above = result.headline(threshold, positive)
+    if events is None:
+        return head
     lines = [f"{head}; {plural(len(events), 'event')} {above}" + (":" if events else "")]
     lines += [_event_line(e) for e in events[:MAX_EVENT_LINES]]
     if len(events) > MAX_EVENT_LINES:
@@ -83,12 +70,13 @@ def format_detection(results, threshold: float = 0.5, positive: str | None = Non
 
 
 def detection_payload(det, results, threshold: float, positive: str | None, warnings=None) -> dict:
-    """The ``--json`` document: the model, the decision settings, one entry per file (its ``to_dict()``; an HF
-    result with ``positive`` also gets ``events``; ``warnings[i]``, when not empty, goes in as ``warnings``)."""
+    """The ``--json`` document: the model, the decision settings, one entry per file (its ``to_dict()``; a result
+    whose ``to_dict()`` has no ``events`` gets them when ``positive`` names a label; ``warnings[i]``, when not empty,
+    goes in as ``warnings``)."""
     files = []
     for i, r in enumerate(results):
         d = r.to_dict()
-        if _is_hf(r) and not _failed(r) and positive is not None:
+        if "events" not in d and not _failed(r) and positive is not None:
             d["events"] = [e.to_dict() for e in file_events(r, threshold, positive)]
         if warnings is not None and i < len(warnings) and warnings[i]:
             d["warnings"] = list(warnings[i])
@@ -105,7 +93,7 @@ def detection_payload(det, results, threshold: float, positive: str | None, warn
 def strict_json(value) -> tuple[object, int]:
     """``value`` with every non-finite float replaced by None, and how many were; strict JSON (RFC 8259) has no
     NaN/Infinity, and Python's json would write bare ``NaN`` tokens that other readers reject. Weights are checked
-    finite at read (``porting.weights``), so this is only reached when a model overflows on some input."""
+    finite at read (``porting.io.weights``), so this is only reached when a model overflows on some input."""
     if isinstance(value, float):
         return (value, 0) if math.isfinite(value) else (None, 1)
     if isinstance(value, dict):
@@ -141,7 +129,7 @@ def events_csv(results, threshold: float = 0.5, positive: str | None = None) -> 
 
 
 def windows_csv(results, classes) -> str:
-    """HF models: one row per window, ``file, start_s, end_s, partial, label, prob_<label>...``."""
+    """One row per window, ``file, start_s, end_s, partial, label, prob_<label>...``."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["file", "start_s", "end_s", "partial", "label", *[f"prob_{c}" for c in classes]])
@@ -155,7 +143,7 @@ def windows_csv(results, classes) -> str:
 
 
 def detection_csv(det, results, threshold: float, positive: str | None) -> str:
-    """The ``--csv`` table for this detector's family (see the module doc)."""
-    if getattr(det, "aggregate_cfg", None) is None:  # the HF family
-        return windows_csv(results, det.graph.classes)
+    """The ``--csv`` table in the detector's ``csv_layout`` (see the module doc)."""
+    if det.csv_layout == "windows":
+        return windows_csv(results, det.labels)
     return events_csv(results, threshold, positive)

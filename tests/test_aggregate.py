@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import golden_cases
-from porting.aggregate import Aggregate, AggregateConfig, aggregate
+from porting.families.orcahello.aggregate import Aggregate, AggregateConfig, aggregate
 from porting.errors import AudioError, PortingError
 from porting.golden import load_case
 

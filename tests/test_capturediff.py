@@ -1,4 +1,4 @@
-"""Legacy vs legacy, per tensor (porting.parity.capturediff; `tools/regenerate_golden --compare`).
+"""Legacy vs legacy, per tensor (porting.families.orcahello.capturediff; `tools/regenerate_golden --compare`).
 
 The expected numbers are the committed captures' own: golden/captures/amd-epyc-zen4/README.md measured the
 Intel-vs-Zen 4 differences of every case (max |diff| and where) when that capture was made.
@@ -15,7 +15,7 @@ import pytest
 
 from conftest import COMMITTED, ROOT
 from porting.golden import load_case
-from porting.parity.capturediff import diff_cases, format_diff
+from porting.families.orcahello.capturediff import diff_cases, format_diff
 
 AMD = COMMITTED / "captures" / "amd-epyc-zen4"
 

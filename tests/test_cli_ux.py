@@ -252,8 +252,8 @@ def test_truncated_wav_is_scored_with_one_warning(batch):
 
 
 def test_truncated_wav_warns_through_the_api(tmp_path):
-    from porting.frontend.decode import probe
-    from porting.frontend.stream import TruncatedAudioWarning
+    from porting.io.decode import probe
+    from porting.io.stream import TruncatedAudioWarning
 
     path = _truncated_wav(tmp_path / "cut.wav")
     with pytest.warns(TruncatedAudioWarning, match=r"cut\.wav: truncated WAV.*1\.500 s missing"):
@@ -410,8 +410,8 @@ def test_threshold_outside_0_1_is_refused(no_work):
 
 
 def test_many_events_are_capped_on_the_terminal():
-    from porting.aggregate import aggregate
-    from porting.detect import FileResult
+    from porting.families.orcahello.aggregate import aggregate
+    from porting.families.orcahello.detect import FileResult
     from porting.events import second_events
     from porting.summary import MAX_EVENT_LINES, format_file
 
@@ -506,7 +506,7 @@ def test_convert_api_default_exports_are_the_cli_default(tmp_path, monkeypatch):
     def record(model, config, out_dir, formats, **kw):
         raise _Formats(list(formats))
 
-    monkeypatch.setattr(_module("porting.export"), "export_all", record)
+    monkeypatch.setattr(_module("porting.families.orcahello.export"), "export_all", record)
     with pytest.raises(_Formats) as api:
         porting.convert(SQ11, tmp_path / "api")
     cli = _port("convert", SQ11, "--out", tmp_path / "cli")

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from conftest import COMMITTED, GOLDEN, golden_cases
-from porting.frontend.config import FrontendConfig, MelConfig
-from porting.frontend.mel import mel_db
+from porting.families.orcahello.frontend.config import FrontendConfig, MelConfig
+from porting.dsp.mel import mel_db
 from porting.golden import load_case
 from porting.parity.compare import compare, compare_rule
 from porting.parity.contract import PORTABLE, STRICT, Context, choose_tier, rule_for

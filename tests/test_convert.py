@@ -16,7 +16,7 @@ from torch import nn
 from conftest import COMMITTED, GOLDEN, ROOT
 from porting.convert import convert, format_summary, load_model
 from porting.errors import MalformedModelError, UnsupportedLayerError, UnsupportedModelError
-from porting.frontend.config import FrontendConfig
+from porting.families.orcahello.frontend.config import FrontendConfig
 from porting.golden import load_case
 from porting.outputs import OutputError
 

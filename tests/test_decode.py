@@ -18,7 +18,7 @@ import soundfile as sf
 import torch
 
 from porting.errors import AudioError
-from porting.frontend.decode import AudioInfo, probe, read_segments
+from porting.io.decode import AudioInfo, probe, read_segments
 
 from conftest import GOLDEN
 
@@ -188,7 +188,7 @@ def test_a_directory_or_a_fifo_is_not_a_recording(tmp_path):
 
 
 def test_truncated_wav_warns_and_scores_what_is_there(tmp_path):
-    from porting.frontend.stream import TruncatedAudioWarning
+    from porting.io.stream import TruncatedAudioWarning
 
     x = (np.arange(5000) % 200 - 100).astype(np.int16)
     src = _write(tmp_path / "cut.wav", x, 1000, "PCM_16")

@@ -12,7 +12,8 @@ import soundfile as sf
 import torch
 
 from conftest import GOLDEN, golden_cases
-from porting.detect import Detector, FileError, detect
+from porting.detect import FileError, detect
+from porting.families.orcahello.detect import Detector
 from porting.golden import load_case
 
 TOL = 1e-5

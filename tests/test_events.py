@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from porting.aggregate import AggregateConfig, aggregate
+from porting.families.orcahello.aggregate import AggregateConfig, aggregate
 from porting.events import Event, find_events, second_events, window_events
 
 

@@ -45,7 +45,7 @@ def _softmax_pos(logits) -> np.ndarray:
 def _assert_outputs(name: str, case, logits, probs=None, conf=None) -> None:
     """An artifact's outputs vs the capture, by the contract in the capture's tier (porting.parity.contract):
     logits by the row rule, probabilities and confidence within 1e-5 absolute."""
-    from porting.export.verify import case_label
+    from porting.families.orcahello.export.verify import case_label
     from porting.parity.compare import compare_rule
     from porting.parity.run import tier_for
 
@@ -103,7 +103,8 @@ def sq_cases():
 
 @pytest.mark.parity
 def test_cli_convert_writes_every_available_artifact_atomically(sq_dir):
-    from porting.export import ARTIFACTS, available_formats
+    from porting.export import available_formats
+    from porting.families.orcahello.export import ARTIFACTS
 
     out, proc = sq_dir
     expected = {"model.safetensors", "config.json", "parity.json", "preprocessor_config.json", "README.md"}
@@ -214,7 +215,7 @@ def test_rn18_onnx_artifacts_on_every_stored_window(tmp_path):
     """rn18 (47 MB): only the core ONNX pair. Its pipeline is the tightest case (see the report)."""
     ort = pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
     from porting.convert import load_model
-    from porting.export.onnx import export_onnx
+    from porting.families.orcahello.export.onnx import export_onnx
 
     model, config = load_model(GOLDEN / "models" / "rn18.pkl")
     export_onnx(model, config, tmp_path)
@@ -235,12 +236,13 @@ def test_rn18_onnx_artifacts_on_every_stored_window(tmp_path):
 
 @pytest.mark.parity
 def test_parity_json_records_every_check(sq_dir, sq_cases):
-    from porting.export import ARTIFACTS, available_formats
+    from porting.export import available_formats
+    from porting.families.orcahello.export import ARTIFACTS
 
     out, _ = sq_dir
     parity = json.loads((out / "parity.json").read_text())
     assert parity["format"] == "porting.parity/1" and parity["tolerance"] == TOL and parity["passed"] is True
-    from porting.export.verify import case_label
+    from porting.families.orcahello.export.verify import case_label
 
     labels = [case_label(c) for c in sq_cases]
     assert parity["golden"]["cases"] == labels and parity["golden"]["windows"] == sum(len(c.stored_windows) for c in sq_cases)
@@ -297,7 +299,7 @@ def test_preprocessor_config_and_model_card(sq_dir):
 @pytest.mark.parity
 def test_detector_onnx_backend_matches_goldens_and_torch_backend(sq_dir):
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     out, _ = sq_dir
     case = load_case(GOLDEN / "cases" / f"{SQ}__orca60_pcm16_48k.json")
@@ -317,7 +319,7 @@ def test_detector_onnx_backend_matches_goldens_and_torch_backend(sq_dir):
 @pytest.mark.parity
 def test_cli_detect_backend_onnx_gives_the_torch_backends_windows(sq_dir, tmp_path):
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     out, _ = sq_dir
     wav = GOLDEN / "audio" / "pcm16_16k_short.wav"
@@ -352,7 +354,7 @@ def test_port_parity_checks_what_the_onnx_backend_ships(sq_dir):
 @pytest.mark.parity
 def test_auto_backend_picks_onnx_for_a_converted_dir_and_torch_for_a_pickle(sq_dir):
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     out, _ = sq_dir
     assert Detector.load(out, backend="auto").backend == "onnx"
@@ -364,7 +366,7 @@ def test_auto_backend_skips_and_onnx_backend_refuses_an_artifact_that_failed_ver
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
     import shutil
 
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     out = tmp_path / "failed"
     shutil.copytree(sq_dir[0], out)
@@ -381,7 +383,7 @@ def test_auto_backend_skips_and_onnx_backend_refuses_an_artifact_that_failed_ver
 
 
 def test_onnx_backend_needs_a_converted_dir_with_model_onnx(tmp_path):
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     with pytest.raises(MalformedModelError, match="model.onnx") as info:
         Detector.load(GOLDEN / "models" / f"{SQ}.pkl", backend="onnx")
@@ -409,9 +411,9 @@ def test_an_artifact_off_by_more_than_the_tolerance_fails(sq_model, tmp_path):
     pytest.importorskip("onnxruntime", reason="the `onnx` extra is not installed")
     import copy
 
-    from porting.export import load_artifact
-    from porting.export.onnx import export_onnx
-    from porting.export.verify import check_runner, eager_reference, probe_waveforms
+    from porting.families.orcahello.export import load_artifact
+    from porting.families.orcahello.export.onnx import export_onnx
+    from porting.families.orcahello.export.verify import check_runner, eager_reference, probe_waveforms
 
     model, config = sq_model
     bad = copy.deepcopy(model)
@@ -425,7 +427,7 @@ def test_an_artifact_off_by_more_than_the_tolerance_fails(sq_model, tmp_path):
 
 
 def test_an_export_that_raises_is_reported_failed_not_skipped(sq_model, tmp_path, monkeypatch):
-    import porting.export as ex
+    import porting.families.orcahello.export as ex
 
     def broken(*args, **kwargs):
         raise RuntimeError("lowering failed\nsecond line")
@@ -468,7 +470,7 @@ def test_cli_convert_rejects_an_unknown_format_and_writes_nothing(tmp_path):
 @pytest.mark.parametrize("kernel,stride,padding", [(3, 2, 0), (3, 2, 1), (2, 2, 0), (3, 3, 1), (5, 2, 2)])
 @pytest.mark.parametrize("size", [(7, 7), (8, 9), (125, 155), (31, 62)])
 def test_ceil_mode_maxpool_swap_is_identical(kernel, stride, padding, size):
-    from porting.pipeline import CeilMaxPool2d
+    from porting.families.orcahello.pipeline import CeilMaxPool2d
 
     g = torch.Generator().manual_seed(size[0] * 100 + size[1])
     x = torch.randn(2, 3, *size, generator=g)
@@ -478,7 +480,7 @@ def test_ceil_mode_maxpool_swap_is_identical(kernel, stride, padding, size):
 
 def test_export_ready_model_is_bitwise_the_port(sq_model):
     """sq11-norm has both swapped layers (ceil-mode MaxPool2d x3, AdaptiveMaxPool2d(1)); max is exact."""
-    from porting.pipeline import CeilMaxPool2d, GlobalMaxPool2d, export_ready
+    from porting.families.orcahello.pipeline import CeilMaxPool2d, GlobalMaxPool2d, export_ready
 
     model, _ = sq_model
     ready = export_ready(model)
@@ -492,9 +494,9 @@ def test_export_ready_model_is_bitwise_the_port(sq_model):
 
 
 def test_dft_kernels_compute_the_windowed_rfft():
-    from porting.frontend.config import MelConfig
-    from porting.frontend.mel import _build_window
-    from porting.pipeline import dft_kernels
+    from porting.families.orcahello.frontend.config import MelConfig
+    from porting.dsp.mel import _build_window
+    from porting.families.orcahello.pipeline import dft_kernels
 
     cfg = MelConfig()
     k = dft_kernels(cfg).to(torch.float64)[:, 0]  # [2K, N]
@@ -511,8 +513,8 @@ def test_dft_kernels_compute_the_windowed_rfft():
 
 def test_pipeline_graph_matches_the_eager_port_on_the_probe(sq_model):
     """The exportable Pipeline (both STFT forms) against the exact eager path, before any exporter runs."""
-    from porting.export.verify import eager_reference, probe_waveforms
-    from porting.pipeline import Pipeline
+    from porting.families.orcahello.export.verify import eager_reference, probe_waveforms
+    from porting.families.orcahello.pipeline import Pipeline
 
     model, config = sq_model
     wave = probe_waveforms()
@@ -527,7 +529,7 @@ def test_pipeline_graph_matches_the_eager_port_on_the_probe(sq_model):
 
 
 def test_nan_or_wrong_shape_outputs_fail_the_check(sq_model):
-    from porting.export.verify import check_runner, eager_reference, probe_waveforms
+    from porting.families.orcahello.export.verify import check_runner, eager_reference, probe_waveforms
 
     model, config = sq_model
     wave = probe_waveforms()

@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 from conftest import FIXTURES
 from porting.convert import convert, load_model
-from porting.layers import build_model
-from porting.learner import read_learner
+from porting.families.orcahello.layers import build_model
+from porting.families.orcahello.learner import read_learner
 
 D = FIXTURES / "fastai2"
 NAMES = ["xresnet_norm", "vision_sq"]

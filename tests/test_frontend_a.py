@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from scipy.signal import resample_poly
 
 from porting.errors import AudioError
-from porting.frontend.config import WindowConfig
-from porting.frontend import resample as R
-from porting.frontend.decode import probe, read_segments
-from porting.frontend.windows import (
+from porting.families.orcahello.frontend.config import WindowConfig
+from porting.dsp import resample as R
+from porting.io.decode import probe, read_segments
+from porting.families.orcahello.frontend.windows import (
     downmix,
     iter_windows,
     load_windows,
@@ -241,7 +241,7 @@ def test_resample_skipped_at_20k():
 
 
 # ---------------------------------------------------------------- resample_poly without scipy.signal
-# porting.frontend.resample recomputes scipy.signal.resample_poly (imported here as the oracle) in numpy;
+# porting.dsp.resample recomputes scipy.signal.resample_poly (imported here as the oracle) in numpy;
 # the goldens need its bits, so every comparison is bitwise.
 
 

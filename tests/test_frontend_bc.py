@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from conftest import golden_cases
-from porting.frontend.config import MelConfig, PadConfig
-from porting.frontend.mel import MelDB, _constants, mel_db, mel_filterbank
-from porting.frontend.normalize import normalize
-from porting.frontend.pad import crop_pad
+from porting.families.orcahello.frontend.config import MelConfig, PadConfig
+from porting.dsp.mel import MelDB, _constants, mel_db, mel_filterbank
+from porting.families.orcahello.frontend.normalize import normalize
+from porting.families.orcahello.frontend.pad import crop_pad
 from porting.golden import load_case
 
 TOL = 1e-5  # the contract (absolute), never loosened
@@ -86,7 +86,7 @@ def test_normalized_case_really_differs_from_padded(golden_dir):
 @pytest.mark.parity
 def test_golden_chain_waveform_to_model_input(parity_case, parity_check):
     """A -> B -> C -> X in one go (the stage graph `port detect` runs), for every case and capture."""
-    from porting.graph import StageGraph
+    from porting.families.orcahello.graph import StageGraph
 
     graph = StageGraph(normalize=parity_case.meta["model"]["normalize"])
     parity_check(parity_case, graph.frontend_stages(parity_case.tensors["A.waveform"]),

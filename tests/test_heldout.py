@@ -122,7 +122,7 @@ def test_fixture_is_conditioned_like_a_trained_net(heldout, manifest, variant):
     import copy
 
     import porting
-    from porting.export.verify import model_input, probe_waveforms
+    from porting.families.orcahello.export.verify import model_input, probe_waveforms
     from porting.parity.contract import ATOL, RTOL
 
     model, config = porting.load_model(heldout / manifest["models"][variant]["file"])
@@ -168,9 +168,9 @@ def test_convert_exports_pass_parity(converted, variant):
 def _eager_reference(model_dir: Path, recording: Path) -> tuple[np.ndarray, np.ndarray]:
     """Per-window (logits, probs) of the unfolded eager model, one window per forward."""
     from porting.convert import load_model
-    from porting.detect import Detector
-    from porting.frontend.decode import probe
-    from porting.frontend.windows import iter_windows
+    from porting.families.orcahello.detect import Detector
+    from porting.io.decode import probe
+    from porting.families.orcahello.frontend.windows import iter_windows
 
     model, config = load_model(model_dir)
     assert config["activation"] == {"name": "softmax", "dim": -1}

@@ -22,8 +22,8 @@ transformers = pytest.importorskip(
 )
 
 from porting.errors import UnsupportedModelError  # noqa: E402
-from porting.hf.ast import ASTForAudioClassification, ASTModel  # noqa: E402
-from porting.hf.base import ACTIVATIONS, FEATURES, LOGITS, POOLED, Activation, hidden_name  # noqa: E402
+from porting.families.hf.ast import ASTForAudioClassification, ASTModel  # noqa: E402
+from porting.families.hf.base import ACTIVATIONS, FEATURES, LOGITS, POOLED, Activation, hidden_name  # noqa: E402
 
 TOL = 1e-5
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from conftest import ROOT
-from porting.frontend.hf import ASTFEConfig, ast_features
-from porting.frontend.kaldi import kaldi_fbank
+from porting.families.hf.features import ASTFEConfig, ast_features
+from porting.dsp.kaldi import kaldi_fbank
 from porting.parity.compare import compare_rule
 from porting.parity.contract import PORTABLE, STRICT, rule_for
 from porting.parity.errormodel import fbank_bounds
-from porting.parity.hf import hf_case_paths, load_hf_case, run_hf_parity
+from porting.families.hf.parity import hf_case_paths, load_hf_case, run_hf_parity
 
 HF = ROOT / "golden" / "hf"
 AST_CASES = [p for p in hf_case_paths(HF) if p.stem.startswith("ast__") and load_hf_case(p).stored_windows]
@@ -128,7 +128,7 @@ def test_portable_tier_passes_on_a_foreign_machine(name):
 
 
 def _ast_window():
-    from porting.hf.detect import HFDetector
+    from porting.families.hf.detect import HFDetector
 
     case = load_hf_case(HF / "cases" / "ast__stereo44k1.json")
     det = HFDetector.load(case.model_dir, fbank_backend=case.fbank_backend)
@@ -138,8 +138,8 @@ def _ast_window():
 def test_portable_tier_propagates_a_foreign_F_difference_to_first_order():
     """Chained M stages on another CPU: an F difference of the cross-machine size (measured AMD vs the Intel capture:
     mean 1.4e-6, p99 2e-5, max 2.9e-4; here 2e-5 sd on every element) moves the hidden states past the row rule;
-    around golden + J dF (porting.parity.hf._propagated) they are back inside it."""
-    from porting.parity.hf import _propagated
+    around golden + J dF (porting.families.hf.parity._propagated) they are back inside it."""
+    from porting.families.hf.parity import _propagated
 
     model, gold = _ast_window()
     f = gold["F.input_values"] + 2e-5 * torch.randn(gold["F.input_values"].shape, generator=torch.Generator().manual_seed(1))
@@ -155,7 +155,7 @@ def test_portable_tier_propagates_a_foreign_F_difference_to_first_order():
 
 def test_propagation_does_not_explain_a_model_bug():
     """A 1e-3 relative error in one attention projection is not an F difference: still a failure."""
-    from porting.parity.hf import _propagated
+    from porting.families.hf.parity import _propagated
 
     model, gold = _ast_window()
     f = gold["F.input_values"] + 2e-5 * torch.randn(gold["F.input_values"].shape, generator=torch.Generator().manual_seed(1))
@@ -171,7 +171,7 @@ def test_propagation_does_not_explain_a_model_bug():
 
 def _exact_log_fbank(wave: torch.Tensor) -> np.ndarray:
     """The kaldi fbank in float64 throughout (the value both float32 results are bounded around)."""
-    from porting.frontend.kaldi import kaldi_mel_banks
+    from porting.dsp.kaldi import kaldi_mel_banks
 
     x = wave.double().reshape(-1).numpy()
     n = 1 + (x.size - 400) // 160

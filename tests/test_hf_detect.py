@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from porting.parity.hf import load_hf_case
+from porting.families.hf.parity import load_hf_case
 
 HF = ROOT / "golden" / "hf"
 AUDIO = HF / "audio"

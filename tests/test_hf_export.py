@@ -13,9 +13,9 @@ import torch
 from conftest import ROOT
 from porting import convert, load_model
 from porting.export import missing
-from porting.graph import HFStageGraph
-from porting.hf.export import _check, _Pipeline, conv_frames, probe_lengths, probe_waves
-from porting.parity.hf import load_hf_case
+from porting.families.hf.graph import HFStageGraph
+from porting.families.hf.export import _check, _Pipeline, conv_frames, probe_lengths, probe_waves
+from porting.families.hf.parity import load_hf_case
 
 HF = ROOT / "golden" / "hf"
 needs_onnx = pytest.mark.skipif(missing("onnx") is not None, reason=f"ONNX export unavailable: {missing('onnx')}")
@@ -96,7 +96,7 @@ def test_load_model_of_a_folder_and_of_its_conversion_agree(name, tmp_path):
 @needs_onnx
 def test_onnx_backend_meets_the_goldens_and_auto_picks_it(converted):
     from porting.detect import load_detector
-    from porting.parity.hf import run_hf_parity
+    from porting.families.hf.parity import run_hf_parity
 
     name, out, _ = converted
     runs = run_hf_parity(HF, out, "cpu", backend="onnx")

@@ -18,7 +18,7 @@ import torch
 from conftest import ROOT
 from fixtures import pickle_kit as pk
 from porting.errors import MalformedModelError, UnsupportedModelError
-from porting.hf.folder import AST, CUSTOM_SPEECH, inspect_folder, read_hf_folder, recognise
+from porting.families.hf.folder import AST, CUSTOM_SPEECH, inspect_folder, read_hf_folder, recognise
 
 MODELS = ROOT / "golden" / "hf" / "models"
 EXPECTED = {
@@ -94,7 +94,7 @@ def test_folder_without_config(tmp_path):
 
 
 def test_shape_mismatch_names_the_key(tmp_path):
-    from porting.hf.model import load_hf
+    from porting.families.hf.model import load_hf
 
     d = _copy("w2v2-base", tmp_path)
     cfg = json.loads((d / "config.json").read_text())

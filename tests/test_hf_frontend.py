@@ -1,4 +1,4 @@
-"""porting.frontend.hf / .kaldi against the Hugging Face feature extractors they reproduce.
+"""porting.families.hf.features / .kaldi against the Hugging Face feature extractors they reproduce.
 
 Oracles: numpy (``np.sum``), transformers (dev venv only) and torchaudio (reference venv only). Every
 comparison is max abs <= 1e-5; the implementations are in fact bitwise on all these inputs.
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from porting.frontend.hf import ASTFEConfig, Wav2Vec2FEConfig, ast_features, wav2vec2_features
-from porting.frontend.kaldi import kaldi_fbank, numpy_fbank, numpy_mel_filters, numpy_pairwise_sum
+from porting.families.hf.features import ASTFEConfig, Wav2Vec2FEConfig, ast_features, wav2vec2_features
+from porting.dsp.kaldi import kaldi_fbank, numpy_fbank, numpy_mel_filters, numpy_pairwise_sum
 from conftest import ROOT
 
 TOL = 1e-5

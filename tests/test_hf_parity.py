@@ -1,5 +1,5 @@
 """The HF family against its golden stores: every stage of every stored window, chained and fed golden inputs, plus
-every window's logits and probabilities, in the tier each store's fingerprint gives (porting.parity.hf).
+every window's logits and probabilities, in the tier each store's fingerprint gives (porting.families.hf.parity).
 
 One store per transformers major (issue 20): golden/hf (4.57.1), golden/hf-t4 (4.57.1, the weighted-layer-sum
 models golden/hf lacks) and golden/hf-t5 (5.x, every model saved by 5.x). Each case's model folder records the
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from porting.parity.fingerprint import machine_fingerprint
-from porting.parity.hf import check_hf_case, hf_case_paths, hf_tier, load_hf_case
+from porting.families.hf.parity import check_hf_case, hf_case_paths, hf_tier, load_hf_case
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 STORES = {"hf": GOLDEN / "hf", "hf-t4": GOLDEN / "hf-t4", "hf-t5": GOLDEN / "hf-t5"}

@@ -19,8 +19,8 @@ from conftest import ROOT
 from porting.cli import app
 from porting.convert import convert, load_model
 from porting.errors import MalformedModelError, UnsupportedModelError
-from porting.hf.semantics import check_override, resolve
-from porting.parity.hf import load_hf_case
+from porting.families.hf.semantics import check_override, resolve
+from porting.families.hf.parity import load_hf_case
 
 T4, T4X, T5 = ROOT / "golden" / "hf", ROOT / "golden" / "hf-t4", ROOT / "golden" / "hf-t5"
 
@@ -188,7 +188,7 @@ def test_convert_records_semantics_and_the_card_says_it(tmp_path):
 def test_detect_on_an_hf_folder_follows_the_override():
     """`port detect --model HF_DIR` converts on the fly: the default matches transformers 5's every window, the
     override 4 does not."""
-    from porting.hf.detect import HFDetector
+    from porting.families.hf.detect import HFDetector
 
     case = _case(T5, "w2v2-large__tones16k")
     w = case.meta["windows"]

@@ -14,9 +14,9 @@ import torch
 transformers = pytest.importorskip("transformers", reason="transformers is the test oracle for the SEW-D rebuild")
 from transformers.models.sew_d import modeling_sew_d as hf  # noqa: E402
 
-from porting.hf.base import FEATURES, LOGITS, POOLED, fold_weight_norm, hidden_name  # noqa: E402
-from porting.hf.sewd import (  # noqa: E402
-    SEWDForSequenceClassification,
+from porting.families.hf.base import FEATURES, LOGITS, POOLED, fold_weight_norm, hidden_name  # noqa: E402
+from porting.families.hf.heads import SEWDForSequenceClassification  # noqa: E402
+from porting.families.hf.sewd import (  # noqa: E402
     SEWDModel,
     log_bucket_position,
     relative_position_buckets,

@@ -21,9 +21,9 @@ from torch import nn  # noqa: E402
 from transformers.modeling_outputs import SequenceClassifierOutput  # noqa: E402
 
 from porting.errors import UnsupportedModelError  # noqa: E402
-from porting.hf import heads  # noqa: E402
-from porting.hf.base import FEATURES, LOGITS, POOLED, fold_weight_norm, hidden_name  # noqa: E402
-from porting.hf.wav2vec2 import (  # noqa: E402
+from porting.families.hf import heads  # noqa: E402
+from porting.families.hf.base import FEATURES, LOGITS, POOLED, fold_weight_norm, hidden_name  # noqa: E402
+from porting.families.hf.wav2vec2 import (  # noqa: E402
     Wav2Vec2Model,
     feature_vector_mask,
     relative_position_buckets,

@@ -261,7 +261,7 @@ def test_inspect_json_is_strict_json(monkeypatch):
 
     from porting.cli import app
 
-    learner = importlib.import_module("porting.learner")
+    learner = importlib.import_module("porting.families.orcahello.learner")
     monkeypatch.setattr(learner, "inspect_pickle", lambda path: {"normalize": {"mean": [float("nan")], "std": [1.0]}})
     res = CliRunner().invoke(app, ["inspect", str(SQ11), "--json"])
     assert res.exit_code == 0, res.output

@@ -284,7 +284,7 @@ def test_corpus_cases_are_live(tmp_path):
 def test_every_hf_case_is_refused_in_process(tmp_path):
     """The library raises one-line PortingErrors (never another type) for every HF corpus case."""
     from porting.errors import PortingError
-    from porting.hf.model import load_hf
+    from porting.families.hf.model import load_hf
 
     for name, (model, mutate, file, fragments) in HF_CASES.items():
         d = _hf(tmp_path, name, model)
@@ -322,7 +322,7 @@ def test_detection_payload_is_strict_json():
 def test_reader_refuses_fifo_quickly(tmp_path):
     import time
 
-    from porting import files
+    from porting.io import files
     from porting.errors import MalformedModelError
 
     p = tmp_path / "pipe"
@@ -380,8 +380,8 @@ def test_base_elements_constant():
 @given(small_w2v2_configs())
 def test_within_schema_validates_and_builds(cfg):
     """Inside the schema: accepted, builds, and the parameter floor the size limits use is a true lower bound."""
-    from porting.hf.model import build
-    from porting.schema import check_hf_config, hf_parameter_floor
+    from porting.families.hf.model import build
+    from porting.families.hf.schema import check_hf_config, hf_parameter_floor
 
     checked = check_hf_config(cfg, W2V2, "config.json")
     model = build(W2V2, checked)
@@ -408,8 +408,8 @@ def test_any_value_is_accepted_or_one_line_error(field, value):
     """Any JSON value in any field: the read either accepts it (and the build then works or fails in one typed line)
     or refuses it with one PortingError line naming the field; never another exception type."""
     from porting.errors import PortingError
-    from porting.hf.model import build
-    from porting.schema import check_hf_config
+    from porting.families.hf.model import build
+    from porting.families.hf.schema import check_hf_config
 
     cfg = {**BASE_CONFIG, field: value}
     try:
@@ -433,7 +433,7 @@ PRE_FIELDS = ["sampling_rate", "feature_size", "padding_side", "padding_value", 
 def test_preprocessor_values_accepted_only_within_schema(field, value):
     """The wav2vec2 preprocessor: a value is accepted exactly when a hand-written statement of the schema says so."""
     from porting.errors import PortingError
-    from porting.schema import check_preprocessor
+    from porting.families.hf.schema import check_preprocessor
 
     def ok(f, v):
         is_int = isinstance(v, int) and not isinstance(v, bool)

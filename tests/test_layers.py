@@ -9,8 +9,8 @@ from torch import nn
 
 from conftest import FIXTURES
 from porting.errors import MalformedModelError, UnsupportedLayerError
-from porting.layers import SUPPORTED, AdaptiveConcatPool2d, Flatten, build_model, build_module, unsupported_layers
-from porting.learner import ModuleNode, read_learner
+from porting.families.orcahello.layers import SUPPORTED, AdaptiveConcatPool2d, Flatten, build_model, build_module, unsupported_layers
+from porting.families.orcahello.learner import ModuleNode, read_learner
 
 TV = FIXTURES / "torchvision"
 TV_MODELS = sorted(p.name for p in TV.glob("*.pt"))

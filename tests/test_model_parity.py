@@ -14,8 +14,8 @@ import torch
 
 from conftest import FIXTURES, GOLDEN, golden_cases
 from porting.golden import load_case
-from porting.layers import build_model
-from porting.learner import read_learner
+from porting.families.orcahello.layers import build_model
+from porting.families.orcahello.learner import read_learner
 
 CASES = golden_cases()
 

@@ -7,10 +7,10 @@ import torch
 from torch import nn
 
 from conftest import GOLDEN, golden_cases
-from porting import layers as L
+from porting.families.orcahello import layers as L
 from porting.convert import load_model
 from porting.golden import load_case
-from porting.padfold import PadFolded, columns, fold_pad, needed
+from porting.families.orcahello.padfold import PadFolded, columns, fold_pad, needed
 
 TOL = 1e-5
 MODELS = ("rn18.pkl", "sq11-norm.pkl")
@@ -82,7 +82,7 @@ def test_columns_and_needed_agree_with_perturbation(index):
 
 def _padded_inputs(config: dict) -> torch.Tensor:
     """Realistic model inputs: the converter's synthetic probe windows through the exact frontend."""
-    from porting.export.verify import model_input, probe_waveforms
+    from porting.families.orcahello.export.verify import model_input, probe_waveforms
 
     return model_input(probe_waveforms(), config)
 
@@ -137,7 +137,7 @@ def test_folded_model_matches_golden_logits(parity_case, parity_check):
 
 
 def test_detector_runs_the_folded_model_and_refuses_other_window_lengths():
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
 
     det = Detector.load(GOLDEN / "models" / "rn18.pkl")
     assert det.folded and isinstance(det.model, PadFolded)

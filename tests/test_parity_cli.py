@@ -86,7 +86,7 @@ def test_port_parity_report_pngs_open(full_run):
 
 PERTURB = """
 import sys, torch
-import porting.frontend.pad as pad
+import porting.families.orcahello.frontend.pad as pad
 from porting.cli import app
 real = pad.crop_pad
 def crop_pad(spec, *a, **k):
@@ -174,11 +174,11 @@ def test_plugin_fixtures_and_parity_report(pytester, tmp_path):
 
 
 def test_a_port_refusal_of_a_scored_recording_is_a_failure(monkeypatch):
-    import porting.detect  # noqa: F401  imported before the patch: it binds `probe` by name, and a first import
-    import porting.frontend.decode as decode  # under the patch would keep the refusing one for the rest of the session
+    import porting.families.orcahello.detect  # noqa: F401  imported before the patch: it binds `probe` by name, and a
+    import porting.io.decode as decode  # first import under the patch would keep the refusing one for the session
     from porting.errors import AudioError
     from porting.golden import load_case
-    from porting.parity.run import check_case
+    from porting.families.orcahello.parity import check_case
 
     def refuse(path):
         raise AudioError(f"{path}: refused for the test")

@@ -24,7 +24,7 @@ from porting.parity.compare import HOP_S, ParityReport, compare, compare_rule
 from porting.parity.contract import GOLDEN_INPUT, STRICT, Tier
 from porting.parity.fingerprint import describe, load_fingerprint, machine_fingerprint
 from porting.parity.report import confidence_figure, duplicates, locate_store, spectrogram_figure, write_report
-from porting.parity.run import ALL, CHAINED, ISOLATED, CaseRun, worst_arrays
+from porting.families.orcahello.parity import ALL, CHAINED, ISOLATED, CaseRun, worst_arrays
 
 HINT = "pip install 'porting[report]'"
 SHORT = "rn18__pcm16_16k_short"  # 2 windows, mono
@@ -240,7 +240,7 @@ def test_without_matplotlib_the_markdown_says_what_to_install(tmp_path, monkeypa
 
 
 def test_hf_runs_render(tmp_path):
-    from porting.parity.hf import load_hf_case, merge_windows
+    from porting.families.hf.parity import load_hf_case, merge_windows
 
     case = load_hf_case(COMMITTED / "hf" / "cases" / "sewd__stereo48k.json")
     results = []
@@ -280,8 +280,8 @@ def test_hf_runs_render(tmp_path):
 
 
 def test_mel_axis_frequencies_are_the_filters_peaks():
-    from porting.frontend.config import MelConfig
-    from porting.frontend.mel import mel_filterbank
+    from porting.families.orcahello.frontend.config import MelConfig
+    from porting.dsp.mel import mel_filterbank
     from porting.parity.report import mel_centres_hz
 
     centres, nonzero = mel_centres_hz(256)

@@ -37,12 +37,12 @@ def test_light_commands_import_no_torch(args):
 
 
 def test_detection_resamples_without_scipy():
-    # a 48 kHz recording: stage A really resamples (porting.frontend.resample, numpy only)
+    # a 48 kHz recording: stage A really resamples (porting.dsp.resample, numpy only)
     _python(f"""
 import sys
-from porting.detect import Detector
-from porting.frontend.decode import probe
-from porting.frontend.windows import load_windows
+from porting.families.orcahello.detect import Detector
+from porting.io.decode import probe
+from porting.families.orcahello.frontend.windows import load_windows
 x = load_windows(probe({str(GOLDEN / "audio" / "orca60_pcm16_48k.wav")!r}), [0, 1])
 assert tuple(x.shape) == (2, 40000)
 assert not [m for m in sys.modules if m.split('.')[0] == 'scipy'], 'scipy imported'

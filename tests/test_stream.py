@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from porting.errors import AudioError
-from porting.frontend.stream import (
+from porting.io.stream import (
     TruncatedAudioWarning,
     iter_resampled,
     iter_windows,

@@ -13,8 +13,8 @@ from torch import nn
 from conftest import FIXTURES, GOLDEN
 from fixtures import pickle_kit as pk
 from porting.errors import MalformedModelError, UnsafePickleError
-from porting.learner import inspect_pickle, read_learner
-from porting.learner.unpickle import REBUILT, STUBBED, Call, Record, TensorRef, read_file, unpickle
+from porting.families.orcahello.learner import inspect_pickle, read_learner
+from porting.io.unpickle import REBUILT, STUBBED, Call, Record, TensorRef, read_file, unpickle
 
 FASTAI2 = FIXTURES / "fastai2"
 
@@ -113,7 +113,7 @@ def test_reading_in_a_fresh_process_loads_no_named_library():
     paths = [str(p) for p in (FASTAI2 / "vision_sq.pkl", FASTAI2 / "xresnet_norm.pkl",
                               GOLDEN / "models" / "rn18.pkl", GOLDEN / "models" / "sq11-norm.pkl")]
     code = (
-        "import sys; from porting.learner import read_learner\n"
+        "import sys; from porting.families.orcahello.learner import read_learner\n"
         "for p in sys.argv[1:]: read_learner(p)\n"
         "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
     )

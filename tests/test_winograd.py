@@ -1,4 +1,4 @@
-"""porting.winograd: the transforms are the exact linear map of a 3x3 convolution, the float32 results stay inside a
+"""porting.families.orcahello.winograd: the transforms are the exact linear map of a 3x3 convolution, the float32 results stay inside a
 componentwise rounding bound derived for them, the compiled kernel and the torch-op fallback compute the same thing,
 and the winograd backend is verified and chosen like any other (issue 14)."""
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import GOLDEN, capture_names
-import porting.winograd as W
+import porting.families.orcahello.winograd as W
 from porting.convert import load_model
 from porting.golden import load_case
 from porting.parity.compare import compare_rule
@@ -214,7 +214,7 @@ def test_rn18_without_the_compiled_kernel(rn18, monkeypatch):
     monkeypatch.setattr(W, "_LIB", None)
     assert W.implementation() == "torch"
     model, config = rn18
-    from porting.padfold import fold_pad
+    from porting.families.orcahello.padfold import fold_pad
 
     folded = fold_pad(W.winograd_model(model.float()), config)
     case = load_case(GOLDEN / "cases" / "rn18__pcm16_16k_short.json")
@@ -273,7 +273,7 @@ def test_convert_verifies_the_winograd_backend(rn18_dir):
 
 
 def test_auto_picks_winograd_only_when_it_passed(rn18_dir, tmp_path):
-    from porting.detect import Detector
+    from porting.families.orcahello.detect import Detector
     from porting.errors import UnsupportedModelError
 
     det = Detector.load(rn18_dir, backend="auto")  # no ONNX in this DIR

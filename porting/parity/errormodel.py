@@ -66,7 +66,7 @@ def mel_db_bounds(waveform, mel_cfg) -> np.ndarray:
     """Per-element tolerance ``[W, 1, n_mels, T]`` (dB) for two float32 stage-B results of ``waveform``."""
     import torch
 
-    from ..frontend.mel import _build_window, mel_filterbank
+    from ..dsp.mel import _build_window, mel_filterbank
 
     cfg = mel_cfg
     wave = np.asarray(waveform.detach().cpu().numpy() if torch.is_tensor(waveform) else waveform, dtype=np.float64)
@@ -137,7 +137,7 @@ def fbank_bounds(waveform, cfg, input_delta: float = 0.0) -> np.ndarray:
     """
     import torch
 
-    from ..frontend.kaldi import FLT_EPSILON, kaldi_mel_banks
+    from ..dsp.kaldi import FLT_EPSILON, kaldi_mel_banks
 
     x = np.asarray(waveform.detach().cpu().numpy() if torch.is_tensor(waveform) else waveform, dtype=np.float64)
     x = x.reshape(-1)

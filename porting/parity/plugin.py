@@ -153,19 +153,19 @@ def device(request):
 def parity_check(request):
     """``parity_check(case, actual, device="cpu", stages=None)``: compare, record for the report, and
     fail with one located message per failing stage. Returns the StageResults."""
-    from ..frontend.config import FrontendConfig
+    from .. import family as registry
     from .compare import ParityReport, compare
-    from .contract import REGENERATE, STRICT, Context
+    from .contract import REGENERATE, STRICT
     from .run import CaseRun, tier_for, worst_arrays
 
     def check(case, actual, device="cpu", stages=None, running=None):
+        fam = registry.for_store(case.root)
         stored = case.stored_windows
         tier, cap = tier_for(case, running)
-        ctx = Context(case.tensors.get("A.waveform"), FrontendConfig(), case.meta["model"].get("normalize"))
-        results = compare(case.tensors, actual, stored, tier.name, ctx, stages=stages)
+        results = compare(case.tensors, actual, stored, tier.name, fam.parity_context(case), stages=stages)
         run = CaseRun(ParityReport(case.name, str(device), results, tier.line(), cap.name),
-                      worst_arrays(results, case.tensors, actual, stored), tier=tier, capture=cap.name,
-                      golden_fingerprint=cap.fingerprint)
+                      worst_arrays(results, case.tensors, actual, stored, fam.drawn_stages), tier=tier,
+                      capture=cap.name, golden_fingerprint=cap.fingerprint)
         getattr(request.config, _RUNS_KEY).append(run)
         bad = [r.message() for r in results if not r.passed]
         if bad:
@@ -190,7 +190,8 @@ def pytest_sessionfinish(session, exitstatus):
         key = (r.report.case, r.capture, r.report.device)
         if key not in merged:
             merged[key] = CaseRun(ParityReport(r.report.case, r.report.device, [], r.report.note, r.capture), {},
-                                  tier=r.tier, capture=r.capture, golden_fingerprint=r.golden_fingerprint)
+                                  tier=r.tier, capture=r.capture, golden_fingerprint=r.golden_fingerprint,
+                                  family=r.family)
         merged[key].report.stages.extend(r.report.stages)
         merged[key].worst.update(r.worst)
     path = write_report(list(merged.values()), out, title="Parity report (pytest session)",

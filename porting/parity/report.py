@@ -38,7 +38,8 @@ import numpy as np
 
 from .compare import StageResult
 from .contract import GOLDEN_INPUT
-from .run import ISOLATED, CaseRun
+from .. import family as registry
+from .run import CaseRun
 
 INSTALL_HINT = "pip install 'porting[report]'"
 NO_FIGURES = f"Figures not drawn: matplotlib is not installed; `{INSTALL_HINT}` to get them."
@@ -120,13 +121,15 @@ def fingerprint_lines(runs: Sequence[CaseRun]) -> list[str]:
 # ------------------------------------------------------------------------------------------- provenance
 
 
-def _is_hf(r: CaseRun) -> bool:
-    return r.capture == "golden/hf" or any(s.family == "hf" for s in r.report.stages)
+def _traits(r: CaseRun | None = None):
+    """How ``r``'s family is reported (``porting.family.ReportTraits``); None: the family whose records name none."""
+    name = None if r is None else (r.family or next((s.family for s in r.report.stages if s.family), None))
+    return registry.named(name).report
 
 
 def reference_name(r: CaseRun) -> str:
-    """Who computed the golden: the legacy fastai stack, or transformers (the HF family)."""
-    return "transformers" if _is_hf(r) else "legacy"
+    """Who computed the golden (the family's original stack: legacy fastai, transformers, ...)."""
+    return _traits(r).reference
 
 
 def port_commit() -> str:
@@ -180,7 +183,7 @@ def _checkout_golden() -> Path:
 
 
 def _capture_dir(store: Path, r: CaseRun) -> Path:
-    if _is_hf(r) or r.capture == "golden":
+    if _traits(r).flat_captures or r.capture == "golden":
         return store
     return store / "captures" / r.capture
 
@@ -247,15 +250,16 @@ def _golden_values_match(store: Path, r: CaseRun, limit: int = 4) -> bool:
 
 def locate_store(r: CaseRun, golden: str | Path | None = None) -> Path | None:
     """The golden store ``r`` was compared with: ``golden`` when given, else the first of $PORTING_GOLDEN_DIR,
-    ./golden and the checkout's golden/ (their hf/ for the HF family) that holds the case, for this capture,
+    ./golden and the checkout's golden/ (their family's sub-store, e.g. hf/) that holds the case, for this capture,
     with the run's capture fingerprint and the golden values the run quotes. None when none does."""
+    sub = _traits(r).store_subdir
     if golden is not None:
         root = _store_root(Path(golden))
-        bases = [root] + ([root / "hf"] if _is_hf(r) and root.name != "hf" else [])
+        bases = [root] + ([root / sub] if sub and root.name != sub else [])
     else:
         bases = [Path(p) for p in (os.environ.get("PORTING_GOLDEN_DIR"), "golden") if p] + [_checkout_golden()]
-        if _is_hf(r):
-            bases = [b / "hf" for b in bases if b.name != "hf"] + [b for b in bases if b.name == "hf"]
+        if sub:
+            bases = [b / sub for b in bases if b.name != sub] + [b for b in bases if b.name == sub]
     for store in bases:
         if (_capture_dir(store, r) / "cases" / f"{r.report.case}.json").is_file() and _golden_values_match(store, r):
             return store.resolve()
@@ -294,7 +298,7 @@ def provenance(runs: Sequence[CaseRun], golden: str | Path | None = None) -> Pro
             except ValueError:
                 manifest_json[store] = {}
         cases = manifest_json[store].get("cases", {})
-        key = r.report.case if (r.capture == "golden" or _is_hf(r)) else f"{r.capture}/{r.report.case}"
+        key = r.report.case if (r.capture == "golden" or _traits(r).flat_captures) else f"{r.capture}/{r.report.case}"
         entry = cases.get(key)
         if entry is None:  # not in the manifest: the case JSON itself says which model and recording
             try:
@@ -406,12 +410,7 @@ def _own_rule(s: StageResult, same_as: StageResult) -> str:
 
 def _inputs(stage: str, r: CaseRun) -> tuple[str, ...]:
     """The chained stages whose output the isolated ``stage (golden input)`` replaces with the golden's."""
-    if _is_hf(r):
-        if stage.startswith("F."):
-            return ("A.waveform",)
-        return tuple(s.stage for s in r.report.stages if s.stage.startswith("F.") and GOLDEN_INPUT not in s.stage)
-    inp = ISOLATED.get(stage)
-    return (inp,) if inp else ()
+    return tuple(_traits(r).isolated_inputs(stage, r))
 
 
 def _same_arrays(x: tuple, y: tuple) -> bool:
@@ -499,30 +498,15 @@ def _save(mpl, fig, path: Path) -> Path:
 
 
 def _window_span() -> float:
-    """Seconds one OrcaHello window covers (stage A)."""
-    from ..frontend.config import FrontendConfig
-
-    return float(FrontendConfig().windows.window_s)
+    """Seconds one drawn window covers (stage A)."""
+    return float(_traits().frontend.windows.window_s)
 
 
 def mel_centres_hz(n_mels: int) -> tuple[np.ndarray, int] | None:
-    """Real centre frequency (Hz) of each stage-B mel filter and how many filters are non-zero.
-
-    The filterbank is laid out for 16 kHz on 20-kHz audio (golden/README.md): a filter placed at nominal
-    ``f`` (HTK mel scale between f_min and f_max) reads the FFT bin that holds ``f * 20000 / 16000``."""
-    from ..frontend.config import FrontendConfig
-    from ..frontend.mel import mel_filterbank
-
-    fe = FrontendConfig()
-    cfg = fe.mel
-    if n_mels != cfg.n_mels:
-        return None
-    to_mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731 - torchaudio's HTK scale
-    pts = np.linspace(to_mel(cfg.f_min), to_mel(cfg.f_max), cfg.n_mels + 2)
-    nominal = 700.0 * (10.0 ** (pts / 2595.0) - 1.0)
-    centres = nominal[1:-1] * fe.windows.sample_rate / cfg.mel_sample_rate
-    nonzero = int((mel_filterbank(cfg).abs().sum(0) > 0).sum())
-    return centres, nonzero
+    """Real centre frequency (Hz) of each mel filter of the drawn frontend and how many filters are non-zero (the
+    family's ``ReportTraits.mel_centres``; None when it has none or ``n_mels`` is not its)."""
+    centres = _traits().mel_centres
+    return None if centres is None else centres(n_mels)
 
 
 def _hz_label(f: float) -> str:
@@ -608,9 +592,7 @@ def spectrogram_figure(mpl, s: StageResult, legacy: np.ndarray, port: np.ndarray
         axes[2].scatter([frame_t(fr)], [mel_i], s=160, facecolors="none", edgecolors=TOL_COLOR, linewidths=2,
                         label="element nearest its tolerance", clip_on=False, zorder=5)
         axes[2].legend(loc="upper right", fontsize=8)
-    from ..frontend.config import FrontendConfig
-
-    fe = FrontendConfig()
+    fe = _traits().frontend
     data_frames = fe.mel.n_frames(fe.windows.window_samples)
     from matplotlib.ticker import MaxNLocator
 
@@ -627,7 +609,7 @@ def spectrogram_figure(mpl, s: StageResult, legacy: np.ndarray, port: np.ndarray
     hz = mel_centres_hz(n_mel)
     if hz is not None:
         centres, nonzero = hz
-        below = int(np.searchsorted(centres, FrontendConfig().windows.sample_rate / 2, side="right"))
+        below = int(np.searchsorted(centres, fe.windows.sample_rate / 2, side="right"))
         ticks = [b for b in (0, 40, 80, 120, 160, 200) if b < min(nonzero, below) - 10] + [min(nonzero, below) - 1]
         sec = axes[0].secondary_yaxis(-0.2)
         sec.set_yticks(ticks, [_hz_label(round(float(centres[b]), -1 if centres[b] < 1000 else -2)) for b in ticks])
@@ -834,17 +816,6 @@ def _stage_row(s: StageResult) -> list[str]:
     ]
 
 
-STAGES_ORCA = ("Stages: `A.*` decoding/windows, `B.mel_db` mel dB, `C.padded` crop/pad, `X.model_input` after "
-               "normalization, `Y.*` model on the stored windows, `all.*` every window, `agg.*` the per-second table "
-               "and decisions. `(golden input)` rows feed the stage the golden output of the stage before it, so "
-               "they isolate that stage.")
-STAGES_HF = ("Stages (Hugging Face family, golden computed by transformers): `A.waveform` the recording read and "
-             "windowed, `F.*` the feature extractor, `M.*` inside the model (CNN features, hidden states, pooled "
-             "vector), `Y.*` logits and probabilities of the stored windows, `all.*` every window, `all.label` the "
-             "argmax label per window. `(golden input)` rows feed the part its golden input (features of the golden "
-             "waveform; the model on the golden `F.input_values`).")
-
-
 def render_markdown(runs: Sequence[CaseRun], pictures: dict[str, list[tuple[str, str, str]]],
                     title: str = "Parity report", prov: Provenance | None = None,
                     figures_note: str | None = None) -> str:
@@ -877,10 +848,13 @@ def render_markdown(runs: Sequence[CaseRun], pictures: dict[str, list[tuple[str,
         lines.append(_md_row([r.report.case, r.capture, r.tier.name if r.tier else "", r.report.device,
                               "ok" if r.report.passed else "**FAIL**", bad or "–"]))
     lines.append("")
-    if any(not _is_hf(r) for r in runs):
-        lines += [STAGES_ORCA, ""]
-    if any(_is_hf(r) for r in runs):
-        lines += [STAGES_HF, ""]
+    docs = []
+    for r in runs:
+        doc = _traits(r).stages_doc
+        if doc not in docs:
+            docs.append(doc)
+    for doc in docs:
+        lines += [doc, ""]
     for r in runs:
         ref = reference_name(r)
         lines += [f"## {r.report.case} vs {r.capture} ({r.report.device})", ""]
