@@ -251,3 +251,16 @@ def test_regenerate_without_models_plans_every_committed_case_with_its_budget(tm
     half = _regenerate("--dry-run", "--legacy-python", "/l/bin/python", "--production", ROOT / "reference" / "capture.py",
                        "--model", COMMITTED / "models" / "rn18.pkl", "--out", tmp_path / "mine")
     assert half.returncode == 1 and "--model and recordings together" in half.stderr
+
+
+@pytest.mark.parametrize("out", [None, "golden/hf", "golden/hf-t5/", "golden"])
+def test_regenerate_hf_refuses_to_write_into_the_committed_store(out):
+    """The HF stores are ground truth too: no default --out, and none inside golden/ without --write-committed-store."""
+    before = {s: (COMMITTED / s / "MANIFEST.json").read_bytes() for s in ("hf", "hf-t4", "hf-t5")}
+    for extra in ([], ["--manifest-only"]):
+        args = ["--plan", "hf-t5", "--reference-python", "/ref/bin/python", *extra] + (["--out", out] if out else [])
+        done = subprocess.run([sys.executable, str(ROOT / "tools" / "regenerate_golden_hf"), *args],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+        assert done.returncode == 1 and done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+        assert "--write-committed-store" in done.stderr or "inside the committed golden store" in done.stderr
+    assert {s: (COMMITTED / s / "MANIFEST.json").read_bytes() for s in before} == before
