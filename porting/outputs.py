@@ -86,7 +86,7 @@ def check_name(path: str | Path, option: str, error: type[PortingError] = Output
 
 
 def _short(path: str | Path) -> str:
-    """A path for a one-line message: names over 80 characters shortened in the middle."""
+    """A path for a one-line message: one over 120 characters shortened in the middle."""
     text = os.fspath(path)
     return text if len(text) <= 120 else f"{text[:60]}...{text[-50:]}"
 

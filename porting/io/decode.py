@@ -45,7 +45,7 @@ import soundfile as sf
 import torch
 
 from ..errors import AudioError
-from .stream import _check_truncation, _reason, _riff_header
+from .stream import _check_truncation, _reason, _riff_header, check_recording
 
 CONTAINERS = ("WAV", "WAVEX")
 SUBTYPES = ("PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT")
@@ -70,15 +70,7 @@ class AudioInfo:
 
 def probe(path) -> AudioInfo:
     """Read a recording's header; refuse anything the legacy flow could not read faithfully."""
-    path = Path(path)
-    if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not a recording; pass the path of a WAV file")
-    if not path.exists():
-        raise AudioError(f"{path}: no such file; check the path")
-    if not path.is_file():
-        raise AudioError(f"{path}: not a regular file; pass the path of a WAV file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"{path}: file is empty (0 bytes); pass a WAV recording")
+    path = check_recording(path, "WAV")
     try:
         info = sf.info(str(path))
     except (RuntimeError, OSError, ValueError, TypeError) as exc:

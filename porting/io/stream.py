@@ -182,16 +182,23 @@ def _reason(exc: BaseException, path: Path) -> str:
     return text.removeprefix("Error : ").rstrip(".")
 
 
-def _open_info(path, warn: bool = True) -> StreamInfo:
+def check_recording(path, kinds: str = "WAV, FLAC or OGG") -> Path:
+    """``path`` as a Path if it is a non-empty regular file (checked by ``stat``, so a FIFO is refused before
+    libsndfile could block on it); else one ``AudioError`` line naming the ``kinds`` of recording accepted."""
     path = Path(path)
     if path.is_dir():
-        raise AudioError(f"{path}: is a directory, not a recording; pass the path of a WAV, FLAC or OGG file")
+        raise AudioError(f"{path}: is a directory, not a recording; pass the path of a {kinds} file")
     if not path.exists():
         raise AudioError(f"{path}: no such file; check the path")
     if not path.is_file():
-        raise AudioError(f"{path}: not a regular file; pass the path of a WAV, FLAC or OGG file")
+        raise AudioError(f"{path}: not a regular file; pass the path of a {kinds} file")
     if path.stat().st_size == 0:
-        raise AudioError(f"{path}: file is empty (0 bytes); pass a WAV, FLAC or OGG recording")
+        raise AudioError(f"{path}: file is empty (0 bytes); pass a {kinds} recording")
+    return path
+
+
+def _open_info(path, warn: bool = True) -> StreamInfo:
+    path = check_recording(path)
     header = _riff_header(path)
     try:
         raw = sf.info(str(path))
