@@ -149,7 +149,7 @@ class Family(Protocol):
                    backend: str, running: dict | None) -> list: ...
 
     def parity_context(self, case) -> Any:
-        """What the portable tier's error model needs about a golden case (``porting.parity.contract.Context``)."""
+        """What the portable tier's error model needs about a golden case (e.g. its error model's inputs)."""
 
     def tolerances(self, stage: str) -> tuple | None:
         """(strict, portable) ``porting.parity.contract.Rule`` of one of the family's stages; None: ``ABS`` in both."""

@@ -25,7 +25,8 @@ from porting.families.orcahello.frontend.config import FrontendConfig, MelConfig
 from porting.dsp.mel import mel_db
 from porting.golden import load_case
 from porting.parity.compare import compare, compare_rule
-from porting.parity.contract import PORTABLE, STRICT, Context, choose_tier, rule_for
+from porting.families.orcahello.contract import Context
+from porting.parity.contract import PORTABLE, STRICT, choose_tier, rule_for
 from porting.parity.fingerprint import load_fingerprint, machine_fingerprint, match
 
 INTEL = COMMITTED  # golden/cases: the Intel capture

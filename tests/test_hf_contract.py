@@ -1,5 +1,5 @@
 """The parity contract on the HF family: the portable tier accepts what another machine legitimately computes and
-rejects real bugs (porting.parity.contract HF_TABLE, porting.parity.errormodel.fbank_bounds).
+rejects real bugs (porting.families.hf.contract HF_TABLE, porting.dsp.errormodel.fbank_bounds).
 
 golden/hf was captured on one machine only, so "another machine" is simulated two ways: a foreign fingerprint
 (the whole check in the portable tier), and a second float32 FFT implementation (scipy's pocketfft in place of
@@ -19,7 +19,7 @@ from porting.families.hf.features import ASTFEConfig, ast_features
 from porting.dsp.kaldi import kaldi_fbank
 from porting.parity.compare import compare_rule
 from porting.parity.contract import PORTABLE, STRICT, rule_for
-from porting.parity.errormodel import fbank_bounds
+from porting.dsp.errormodel import fbank_bounds
 from porting.families.hf.parity import hf_case_paths, load_hf_case, run_hf_parity
 
 HF = ROOT / "golden" / "hf"

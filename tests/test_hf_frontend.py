@@ -244,7 +244,7 @@ def test_kaldi_fbank_vs_captured_torchaudio():
     machine (strict tier) within 2e-5 / 1e-5; elsewhere within the fbank's FFT error model, as the goldens (measured
     on an AMD Zen 5: 5.6e-4 in a frame's sum of 128 log-mel bins, the capture's own FFT rounding)."""
     from porting.parity.contract import STRICT, choose_tier
-    from porting.parity.errormodel import fbank_bounds
+    from porting.dsp.errormodel import fbank_bounds
     from porting.parity.fingerprint import load_fingerprint, machine_fingerprint
 
     signal = torch.from_numpy(_integer_signal())[None]

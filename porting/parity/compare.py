@@ -309,7 +309,7 @@ def compare(
 ) -> list[StageResult]:
     """Compare every stage present in both mappings (or the given ``stages``; a stage missing from
     ``actual`` fails), each with its rule from the contract's table for ``tier`` (``ctx``: the case's
-    ``porting.parity.contract.Context``, needed by the portable tier's FFT error model). Per-window stages
+    family's comparison context (``Family.parity_context``), needed by the portable tier's FFT error model). Per-window stages
     (first axis = stored windows) are labelled with ``stored_windows``; ``all.*`` and ``agg.*`` with 0..W-1."""
     from .contract import GOLDEN_INPUT
 

@@ -1,10 +1,12 @@
-"""The parity contract: which tier applies, and the one tolerance table every check uses.
+"""The parity contract: which tier applies, and the rules every family's tolerance table is built from.
 
 * **strict** -- the golden was captured on a machine with this machine's numerics fingerprint
-  (``porting.parity.fingerprint``): every stage within 1e-5 absolute (``A.*`` bitwise).
-* **portable** -- it was not: ``A.*`` stays bitwise (integer-exact resampling and PCM round trips, equal
-  on every CPU measured); the FFT-dependent stages are held to the derived error model of
-  ``porting.parity.errormodel``; exact elementwise steps fed golden inputs stay at 1e-5.
+  (``porting.parity.fingerprint``): every stage within 1e-5 absolute (integer-exact stages bitwise).
+* **portable** -- it was not: integer-exact stages stay bitwise; FFT/BLAS-dependent stages are held to a
+  derived error model (``porting.dsp.errormodel``); exact elementwise steps fed golden inputs stay at 1e-5.
+
+Which rule holds a stage in each tier is its family's table (``Family.tolerances``: e.g.
+``porting.families.orcahello.contract``), built from the rules below; one comparison engine applies them.
 
 In both tiers: probabilities and confidences within 1e-5 absolute, decisions exact, and logits by the
 **row rule** ``|d| <= ATOL + RTOL * max_j |ref_j|`` over the window's logits.
@@ -79,62 +81,11 @@ def _row(expected, ctx):
 EXACT = Rule("exact (bitwise)", _exact)
 ABS = Rule(f"abs {ATOL:g}", _abs)
 ROW = Rule(f"logits: |d| <= {ATOL:g} + {RTOL:g} * max|row|", _row)
-FFT_B = Rule("FFT error model (mel dB)", lambda e, ctx: ctx.bounds("B"))
-FFT_C = Rule("FFT error model (padded)", lambda e, ctx: ctx.bounds("C"))
-FFT_X = Rule("FFT error model (normalized)", lambda e, ctx: ctx.bounds("X", e))
-
-# stage -> (strict rule, portable rule); "(golden input)" variants are looked up by their own names.
-TABLE: dict[str, tuple[Rule, Rule]] = {
-    "A.segment": (EXACT, EXACT),
-    "A.downmix": (EXACT, EXACT),
-    "A.waveform": (EXACT, EXACT),
-    "B.mel_db": (ABS, FFT_B),
-    "B.mel_db" + GOLDEN_INPUT: (ABS, FFT_B),  # same FFT, on the golden waveform
-    "C.padded": (ABS, FFT_C),
-    "C.padded" + GOLDEN_INPUT: (ABS, ABS),  # crop/pad of the golden mel: exact on any CPU
-    "X.model_input": (ABS, FFT_X),
-    "X.model_input" + GOLDEN_INPUT: (ABS, ABS),  # (x - mean) / std: IEEE elementwise, equal everywhere
-    "Y.logits": (ROW, ROW),
-    "Y.logits" + GOLDEN_INPUT: (ROW, ROW),
-    "all.logits": (ROW, ROW),
-}
-
-
 def rule_for(stage: str, tier: str, family: str | None = None) -> Rule:
-    """The table's rule; probabilities, confidences and aggregates not listed are ``ABS`` in both tiers.
-    ``family`` (a name in ``porting.family``'s registry) reads that family's ``tolerances(stage)`` instead: its
-    (strict, portable) pair, None where the default applies."""
-    if family is not None:
-        from .. import family as registry
+    """The rule of ``stage`` in ``tier``: the (strict, portable) pair of the family's table (its ``tolerances``;
+    ``family`` is a name in ``porting.family``'s registry, None: the family whose records name none), ``ABS`` in
+    both tiers where the family lists none (probabilities, confidences, aggregates)."""
+    from .. import family as registry
 
-        pair = registry.get(family).tolerances(stage) or (ABS, ABS)
-    else:
-        pair = TABLE.get(stage, (ABS, ABS))
-    strict, portable = pair
+    strict, portable = registry.named(family).tolerances(stage) or (ABS, ABS)
     return strict if tier == STRICT else portable
-
-
-class Context:
-    """What the error model needs about one golden case: its stage-A waveform, frontend and normalization.
-
-    Bounds are computed once per case and stage, on first use.
-    """
-
-    def __init__(self, waveform, frontend, normalize: dict | None):
-        self.waveform = waveform
-        self.frontend = frontend
-        self.normalize = normalize
-        self._cache: dict[str, np.ndarray] = {}
-
-    def bounds(self, stage: str, expected=None) -> np.ndarray:
-        from . import errormodel as em
-
-        if stage not in self._cache:
-            if stage == "B":
-                self._cache[stage] = em.mel_db_bounds(self.waveform, self.frontend.mel)
-            elif stage == "C":
-                self._cache[stage] = em.padded_bounds(self.bounds("B"), self.frontend.pad)
-            else:
-                self._cache[stage] = em.normalized_bounds(self.bounds("C"), np.asarray(expected, dtype=np.float64),
-                                                          self.normalize)
-        return self._cache[stage]

@@ -827,7 +827,7 @@ def render_markdown(runs: Sequence[CaseRun], pictures: dict[str, list[tuple[str,
         "",
         "Each case is compared with every capture of it: in the **strict** tier (capture fingerprint = this "
         "machine's) every stage within 1e-5; in the **portable** tier `A.*` bitwise, the FFT stages by the derived "
-        "error model (porting/parity/errormodel.py); in both, probabilities within 1e-5 absolute, decisions exact, "
+        "error model (porting/dsp/errormodel.py); in both, probabilities within 1e-5 absolute, decisions exact, "
         "logits by the row rule (porting/parity/contract.py).",
         "",
         f"**{len(runs) - n_bad} of {len(runs)} case captures pass.**",

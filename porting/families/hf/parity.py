@@ -87,7 +87,7 @@ class HFContext:
         self._cache: dict = {}
 
     def bounds(self, stage: str, expected=None):
-        from ...parity.errormodel import _ulp32, fbank_bounds
+        from ...dsp.errormodel import _ulp32, fbank_bounds
 
         if stage not in self._cache:
             tol = fbank_bounds(self.waveform, self.feature_config, self.input_delta)[None]

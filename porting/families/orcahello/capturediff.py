@@ -15,7 +15,8 @@ import numpy as np
 
 from ...golden import Case
 from ...parity.compare import StageResult, compare_exact, compare_rule
-from ...parity.contract import ATOL, PORTABLE, STRICT, Context
+from ...parity.contract import ATOL, PORTABLE, STRICT
+from .contract import Context
 
 PER_WINDOW = ("A.segment", "A.downmix", "A.waveform", "B.mel_db", "C.padded", "X.model_input", "Y.logits", "Y.probs")
 EVERY_WINDOW = ("all.logits", "all.probs", "all.confidence")

@@ -182,14 +182,14 @@ class OrcaHello:
     def parity_context(self, case):
         """The comparison context of a golden case (``porting.parity.contract.Context``): the error model needs the
         frontend's mel config and the learner's normalization."""
-        from ...parity.contract import Context
+        from .contract import Context
         from .frontend.config import FrontendConfig
 
         return Context(case.tensors.get("A.waveform"), FrontendConfig(), case.meta["model"].get("normalize"))
 
     def tolerances(self, stage: str):
-        """The contract's own table (``porting.parity.contract.TABLE``) is this family's: stage names of golden/."""
-        from ...parity.contract import TABLE
+        """This family's rows of the contract (``.contract.TABLE``): stage names of golden/."""
+        from .contract import TABLE
 
         return TABLE.get(stage)
 

@@ -30,7 +30,8 @@ import numpy as np
 from ...errors import GoldenError, PortingError
 from ...golden import Capture, Case, load_case
 from ...parity.compare import ATOL, ParityReport, StageResult, compare, compare_exact, compare_rule
-from ...parity.contract import GOLDEN_INPUT, REGENERATE, STRICT, Context, Tier, choose_tier
+from ...parity.contract import GOLDEN_INPUT, REGENERATE, STRICT, Tier, choose_tier
+from .contract import Context
 from ...parity.run import CaseRun, _model_sha, select_cases
 from ...parity.run import worst_arrays as _worst_arrays
 
@@ -121,7 +122,7 @@ def worst_arrays(stages: list[StageResult], expected: dict, actual: dict, stored
 
 
 def context_of(case: Case, det) -> Context:
-    """What the portable tier's error model needs about ``case`` (porting.parity.errormodel)."""
+    """What the portable tier's error model needs about ``case`` (porting.dsp.errormodel)."""
     g = det.graph
     return Context(case.tensors["A.waveform"], g.frontend, g.normalize)
 
