@@ -60,6 +60,11 @@ class ReportTraits:
     isolated_inputs: Callable[[str, Any], tuple] = lambda stage, run: ()  # golden inputs of "<stage> (golden input)"
     frontend: Any = None  # drawn spectrograms/waveforms: ``.windows`` (window_s, window_samples, sample_rate), ``.mel``
     mel_centres: Callable[[int], Any] | None = None  # n_mels -> (centre Hz per mel bin, non-zero filters) | None
+    #: (stage, window, index inside it) -> "window 3 (3-5 s), mel bin 12, ..." for failure messages; None: by position
+    locate: Callable[[str, int, tuple], str] | None = None
+    spectral: tuple[str, ...] = ()  # stages drawn as [mel, frames] spectrograms
+    waveform: tuple[str, ...] = ()  # stages drawn as waveforms (also any stage of <= 2 dims)
+    frame_s: float = 0.0  # seconds per spectrogram frame (the spectral stages' hop)
 
 
 @runtime_checkable
@@ -103,15 +108,18 @@ class Result(Protocol):
 class Family(Protocol):
     """Everything the engine needs from a family, and nothing more.
 
-    *Recognise*: ``recognise`` (a source model), ``owns_converted`` (a converted folder), ``owns_store`` (a golden
-    store).
+    *Recognise*: ``recognise`` (a source model), ``owns_converted`` (a converted folder); a golden case names its
+    family in its JSON (``"family"``; none: the family whose records name none).
     *Read, rebuild, config*: ``convert`` reads the source as data, rebuilds it (an ``nn.Module`` whose state dict
     keeps the original keys), and writes into the engine's temp dir (the engine writes it atomically); ``load``
     gives ``(model, config)`` for a source or a converted folder (``porting.load_model``).
     *Stages, windows, results*: ``detector`` (``Detector``, whose ``run`` yields ``Result``s).
     *Artifacts*: ``convert`` exports and verifies them with ``porting.export`` (declarations, runners, parity.json).
-    *Golden store*: ``run_parity`` runs the store's cases through the family's stage graph and compares each stage
-    with ``porting.parity`` (one comparison engine); ``parity_context`` gives the plugin's comparison context.
+    *Golden store*: the engine finds the cases and captures (``porting.golden``: one case format, JSON +
+    safetensors), picks each capture's tier and runs the loop (``porting.parity.run``); per case the family's
+    ``check_case`` runs its stage graph and compares each stage with ``porting.parity.compare`` (one comparison
+    engine, the family's ``tolerances``); ``captured_from`` matches ``port parity --model`` with a case;
+    ``parity_context`` gives the plugin's comparison context.
     Family-specific options (e.g. a transformers major) arrive as keyword ``options``; a family refuses the ones it
     does not take, in one line.
     """
@@ -128,8 +136,6 @@ class Family(Protocol):
     def owns_converted(self, family: str | None) -> bool:
         """Is a folder ``port convert`` wrote, whose config.json names ``family`` (None: none named), this one's?"""
 
-    def owns_store(self, golden: Path) -> Claim: ...
-
     def inspect(self, path: Path, **options) -> dict:
         """``port inspect``: what the source holds, JSON-safe (nothing executed, nothing written)."""
 
@@ -145,8 +151,16 @@ class Family(Protocol):
     def detector(self, path: Path, *, device: str, batch_size: int | None, backend: str, threshold: float,
                  **options) -> Detector: ...
 
-    def run_parity(self, golden: Path, model_path: Path | None, *, device: str, batch_size: int, progress,
-                   backend: str, running: dict | None) -> list: ...
+    def captured_from(self, case: Any, model_path: Path) -> bool:
+        """Was the golden ``case`` (``porting.golden.Case``) captured from ``model_path`` (a source model or a
+        converted folder)? True where that cannot be told (its loader then reports what is wrong)."""
+
+    def check_case(self, captures: list, model_path: Path | None, *, device: str, batch_size: int, backend: str,
+                   cache: dict) -> list:
+        """One case, captured once per ``(capture, case, tier)`` in ``captures`` (``porting.golden.Capture``,
+        ``Case``, ``porting.parity.contract.Tier``): the port run through the family's stages (with ``model_path``,
+        else the case's own model) and compared with each capture in its tier -> one ``porting.parity.run.CaseRun``
+        per capture (none for a case it does not check). ``cache`` lives for one ``port parity`` run: loaded models."""
 
     def parity_context(self, case) -> Any:
         """What the portable tier's error model needs about a golden case (e.g. its error model's inputs)."""
@@ -243,9 +257,10 @@ def for_model(path: str | Path, converted: bool = True) -> Family:
 
 
 def for_store(golden: str | Path) -> Family:
-    """The family whose golden store (or case file) ``golden`` is."""
-    p = Path(golden)
-    return _best(((f, f.owns_store(p)) for f in families().values()), str(p))
+    """The family whose golden store (or case file) ``golden`` is: the one its cases name."""
+    from .golden import case_family
+
+    return named(case_family(golden))
 
 
 def converted_family(path: Path) -> str | None | bool:

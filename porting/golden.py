@@ -51,11 +51,24 @@ class Case:
 
     @property
     def model_path(self) -> Path:
-        return self.root / "models" / self.meta["model"]["file"]
+        """The model the case was captured from, in the store's ``models/``: its folder (``model.dir``) where it is one,
+        else its file (``model.file``)."""
+        model = self.meta["model"]
+        return self.root / "models" / (model.get("dir") or model["file"])
+
+    @property
+    def family(self) -> str | None:
+        """The family whose case it is (``porting.family``); None: the family whose records name none."""
+        return self.meta.get("family")
 
     @property
     def stored_windows(self) -> list[int]:
-        return list(self.meta.get("stored_windows", []))
+        return [int(i) for i in self.meta.get("stored_windows", [])]
+
+    def window(self, i: int) -> dict[str, torch.Tensor]:
+        """Tensors of stored window ``i`` where a case stores them per window (``w<i>/<stage>``, leading dim 1)."""
+        prefix = f"w{i}/"
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
 
 def _decode(name: str, t: torch.Tensor, storage: dict) -> torch.Tensor:
@@ -99,6 +112,18 @@ def load_case(json_path: str | Path) -> Case:
 def case_paths(golden_dir: str | Path) -> list[Path]:
     """All case JSONs under ``golden_dir/cases`` in name order."""
     return sorted((Path(golden_dir) / "cases").glob("*.json"))
+
+
+def case_family(golden: str | Path) -> str | None:
+    """The ``family`` a case JSON (or the first case of a store) names; None where it names none or cannot be read
+    (the loader then says what is wrong, in one line)."""
+    p = Path(golden)
+    paths = [p] if p.suffix == ".json" else case_paths(p)
+    try:
+        meta = json.loads(paths[0].read_text()) if paths else None
+    except (OSError, ValueError):
+        return None
+    return meta.get("family") if isinstance(meta, dict) else None
 
 
 CAPTURES = "captures"

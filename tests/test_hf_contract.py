@@ -20,17 +20,19 @@ from porting.dsp.kaldi import kaldi_fbank
 from porting.parity.compare import compare_rule
 from porting.parity.contract import PORTABLE, STRICT, rule_for
 from porting.dsp.errormodel import fbank_bounds
-from porting.families.hf.parity import hf_case_paths, load_hf_case, run_hf_parity
+from porting.families.hf.parity import fbank_backend
+from porting.golden import case_paths, load_case
+from porting.parity.run import run_parity
 
 HF = ROOT / "golden" / "hf"
-AST_CASES = [p for p in hf_case_paths(HF) if p.stem.startswith("ast__") and load_hf_case(p).stored_windows]
+AST_CASES = [p for p in case_paths(HF) if p.stem.startswith("ast__") and load_case(p).stored_windows]
 FOREIGN = {"cpu": {"vendor": "SimulatedVendor", "family": 0, "model": 0, "dispatch_flags": []}, "isa": "NONE",
            "fft": {"backend": "simulated", "version": "0"}, "blas": {"backend": "simulated", "version": "0"}}
 
 
 def _windows():
     for p in AST_CASES:
-        case = load_hf_case(p)
+        case = load_case(p)
         cfg = ASTFEConfig.from_dict(case.meta["frontend"]["preprocessor"])
         for i in case.stored_windows:
             w = case.window(i)
@@ -58,7 +60,7 @@ def test_fbank_model_accepts_a_second_float32_fft(monkeypatch):
     monkeypatch.setattr(torch.fft, "rfft", _scipy_rfft)
     margins = []
     for case, cfg, wave, gold in _windows():
-        if case.fbank_backend != "torchaudio-kaldi":
+        if fbank_backend(case) != "torchaudio-kaldi":
             continue
         other = ast_features(wave, cfg)[0].numpy()
         assert np.abs(other - gold).max() > 0, "the second FFT must actually differ"
@@ -106,7 +108,7 @@ def test_hf_table_rules():
 
 
 def test_row_rule_rejects_a_perturbed_hidden_state():
-    case = load_hf_case(HF / "cases" / "wavlm__tones16k.json")
+    case = load_case(HF / "cases" / "wavlm__tones16k.json")
     h = case.window(0)["M.hidden_states.1"]
     scale = float(h[0, 5].abs().max())
     bad = h.clone()
@@ -121,7 +123,7 @@ def test_row_rule_rejects_a_perturbed_hidden_state():
 @pytest.mark.parametrize("name", ["ast__stereo44k1", "ast__tones16k__numpy-fbank", "sewd__stereo48k",
                                   "w2v2-large__tones16k"])
 def test_portable_tier_passes_on_a_foreign_machine(name):
-    (run,) = run_hf_parity(Path(HF / "cases" / f"{name}.json"), None, "cpu", running=FOREIGN)
+    (run,) = run_parity(Path(HF / "cases" / f"{name}.json"), None, "cpu", running=FOREIGN)
     assert run.tier.name == PORTABLE
     assert run.report.passed, run.report.summary()
     assert any(s.rule.startswith("FFT error model") for s in run.report.stages if s.stage.startswith("F."))
@@ -130,8 +132,8 @@ def test_portable_tier_passes_on_a_foreign_machine(name):
 def _ast_window():
     from porting.families.hf.detect import HFDetector
 
-    case = load_hf_case(HF / "cases" / "ast__stereo44k1.json")
-    det = HFDetector.load(case.model_dir, fbank_backend=case.fbank_backend)
+    case = load_case(HF / "cases" / "ast__stereo44k1.json")
+    det = HFDetector.load(case.model_path, fbank_backend=fbank_backend(case))
     return det.model, case.window(case.stored_windows[1])
 
 
@@ -188,7 +190,7 @@ def test_every_float32_fbank_lies_within_half_the_bound_of_the_exact_one(monkeyp
     pocketfft's -- must lie within half of it around the float64 fbank."""
     checked = 0
     for case, cfg, wave, gold in _windows():
-        if case.fbank_backend != "torchaudio-kaldi":
+        if fbank_backend(case) != "torchaudio-kaldi":
             continue
         exact = (_exact_log_fbank(wave) - cfg.mean) / (2 * cfg.std)
         n = exact.shape[0]

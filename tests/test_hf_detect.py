@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from porting.families.hf.parity import load_hf_case
+from porting.golden import load_case
 
 HF = ROOT / "golden" / "hf"
 AUDIO = HF / "audio"
@@ -33,7 +33,7 @@ def w2v2_json(tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("i,rec", [(0, "tones16k"), (1, "stereo44k1")])
 def test_rows_match_the_goldens(w2v2_json, i, rec):
-    case = load_hf_case(HF / "cases" / f"w2v2-base__{rec}.json")
+    case = load_case(HF / "cases" / f"w2v2-base__{rec}.json")
     got = w2v2_json["files"][i]
     w = case.meta["windows"]
     assert got["labels"] == case.meta["labels"]
@@ -46,7 +46,7 @@ def test_rows_match_the_goldens(w2v2_json, i, rec):
 
 
 def test_unscored_tail_is_reported(tmp_path):
-    case = load_hf_case(HF / "cases" / "w2v2-base__tones16k__hop1.json")
+    case = load_case(HF / "cases" / "w2v2-base__tones16k__hop1.json")
     out = tmp_path / "o.json"
     r = _port("detect", str(AUDIO / "tones16k.wav"), "--model", str(HF / "models" / "w2v2-base"), "--window-s", "1",
               "--json", str(out), "--no-progress")
@@ -115,8 +115,8 @@ def test_orcahello_refuses_window_options():
 
 @pytest.mark.parametrize("backend", ["torchaudio-kaldi", "numpy"])
 def test_fbank_backend_selects_the_golden_it_matches(tmp_path, backend):
-    gold = load_hf_case(HF / "cases" / ("ast__stereo48k" + ("__numpy-fbank" if backend == "numpy" else "") + ".json"))
-    other = load_hf_case(HF / "cases" / ("ast__stereo48k" + ("" if backend == "numpy" else "__numpy-fbank") + ".json"))
+    gold = load_case(HF / "cases" / ("ast__stereo48k" + ("__numpy-fbank" if backend == "numpy" else "") + ".json"))
+    other = load_case(HF / "cases" / ("ast__stereo48k" + ("" if backend == "numpy" else "__numpy-fbank") + ".json"))
     out = tmp_path / "o.json"
     r = _port("detect", str(AUDIO / "stereo48k.wav"), "--model", str(HF / "models" / "ast"), "--hop-s", "0.5",
               "--fbank-backend", backend, "--json", str(out), "--no-progress")

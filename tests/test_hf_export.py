@@ -15,7 +15,7 @@ from porting import convert, load_model
 from porting.export import missing
 from porting.families.hf.graph import HFStageGraph
 from porting.families.hf.export import _check, _Pipeline, conv_frames, probe_lengths, probe_waves
-from porting.families.hf.parity import load_hf_case
+from porting.golden import load_case
 
 HF = ROOT / "golden" / "hf"
 needs_onnx = pytest.mark.skipif(missing("onnx") is not None, reason=f"ONNX export unavailable: {missing('onnx')}")
@@ -84,7 +84,7 @@ def test_load_model_of_a_folder_and_of_its_conversion_agree(name, tmp_path):
     convert(HF / "models" / name, tmp_path / "c", exports=None)
     conv, cfg_conv = load_model(tmp_path / "c")
     assert cfg_conv["hf_architecture"] == cfg_raw["hf_architecture"]
-    case = load_hf_case(HF / "cases" / f"{name}__tones16k.json")
+    case = load_case(HF / "cases" / f"{name}__tones16k.json")
     w = case.window(case.stored_windows[0])
     with torch.no_grad():
         a = raw(w["F.input_values"], w.get("F.attention_mask"))
@@ -96,10 +96,10 @@ def test_load_model_of_a_folder_and_of_its_conversion_agree(name, tmp_path):
 @needs_onnx
 def test_onnx_backend_meets_the_goldens_and_auto_picks_it(converted):
     from porting.detect import load_detector
-    from porting.families.hf.parity import run_hf_parity
+    from porting.parity.run import run_parity
 
     name, out, _ = converted
-    runs = run_hf_parity(HF, out, "cpu", backend="onnx")
+    runs = run_parity(HF, out, "cpu", backend="onnx")
     assert runs and all(r.report.passed for r in runs), [r.report.summary() for r in runs if not r.report.passed]
     assert {r.report.case.split("__")[0] for r in runs} == {name}
     assert load_detector(out).backend == "onnx"  # parity.json says model.onnx passed

@@ -12,13 +12,16 @@ from pathlib import Path
 import pytest
 
 from porting.parity.fingerprint import machine_fingerprint
-from porting.families.hf.parity import check_hf_case, hf_case_paths, hf_tier, load_hf_case
+from porting.families.hf.parity import check_hf_case
+from porting.golden import case_paths, load_case
+from porting.parity.contract import choose_tier
+from porting.parity.fingerprint import load_fingerprint
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 STORES = {"hf": GOLDEN / "hf", "hf-t4": GOLDEN / "hf-t4", "hf-t5": GOLDEN / "hf-t5"}
 MIN_CASES = {"hf": 30, "hf-t4": 12, "hf-t5": 42}
-CASES = [(name, p) for name, store in STORES.items() for p in hf_case_paths(store)
-         if not load_hf_case(p).error]  # error cases: tests/test_hf_detect.py
+CASES = [(name, p) for name, store in STORES.items() for p in case_paths(store)
+         if not load_case(p).error]  # error cases: tests/test_hf_detect.py
 
 
 @pytest.mark.parametrize("store", sorted(STORES))
@@ -31,8 +34,8 @@ def test_store_has_cases(store):
 @pytest.mark.parity
 @pytest.mark.parametrize("store,path", CASES, ids=[f"{s}/{p.stem}" for s, p in CASES])
 def test_hf_case(store, path):
-    case = load_hf_case(path)
-    tier = hf_tier(STORES[store], machine_fingerprint())
+    case = load_case(path)
+    tier = choose_tier(load_fingerprint(STORES[store]), machine_fingerprint())
     report = check_hf_case(case, tier)
     assert report.stages, "nothing was compared"
     assert report.passed, report.summary()

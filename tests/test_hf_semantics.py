@@ -20,13 +20,13 @@ from porting.cli import app
 from porting.convert import convert, load_model
 from porting.errors import MalformedModelError, UnsupportedModelError
 from porting.families.hf.semantics import check_override, resolve
-from porting.families.hf.parity import load_hf_case
+from porting.golden import load_case
 
 T4, T4X, T5 = ROOT / "golden" / "hf", ROOT / "golden" / "hf-t4", ROOT / "golden" / "hf-t5"
 
 
 def _case(store: Path, name: str):
-    return load_hf_case(store / "cases" / f"{name}.json")
+    return load_case(store / "cases" / f"{name}.json")
 
 
 def _logits(model, case) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -84,11 +84,11 @@ def test_stable_layer_norm_weighted_sum_follows_the_saving_major(store, own, oth
     """The issue's model: Wav2Vec2ForSequenceClassification, feat_extract_norm layer, do_stable_layer_norm,
     use_weighted_layer_sum. Its own major matches transformers; the other is 0.39-class wrong (here > 1)."""
     case = _case(store, "w2v2-large__tones16k")
-    model, config = load_model(case.model_dir)
+    model, config = load_model(case.model_path)
     assert config["transformers_semantics"]["major"] == own
     got, want, _ = _logits(model, case)
     assert _within_contract(got, want), float((got - want).abs().max())
-    wrong, config = load_model(case.model_dir, transformers_semantics=other)
+    wrong, config = load_model(case.model_path, transformers_semantics=other)
     assert config["transformers_semantics"] == {**config["transformers_semantics"], "major": other,
                                                 "source": "override"}
     bad, _, _ = _logits(wrong, case)
@@ -104,9 +104,9 @@ def test_switch_matters_exactly_where_transformers_differs(store, own, name, dif
     path = store / "cases" / f"{name}__tones16k.json"
     if not path.is_file():
         pytest.skip(f"{store.name} has no {name} (golden/hf covers it for 4.57)")
-    case = load_hf_case(path)
-    model, _ = load_model(case.model_dir)
-    other, _ = load_model(case.model_dir, transformers_semantics=9 - own)
+    case = load_case(path)
+    model, _ = load_model(case.model_path)
+    other, _ = load_model(case.model_path, transformers_semantics=9 - own)
     got, want, _ = _logits(model, case)
     alt, _, _ = _logits(other, case)
     assert _within_contract(got, want)
@@ -120,8 +120,8 @@ def test_ast_last_hidden_state_is_raw_in_5_and_normed_in_4():
     """AST's hidden_states[-1]: before ASTModel.layernorm in 5.x, after it in 4.57; logits the same in both."""
     for store, own in ((T5, 5), (T4, 4)):
         case = _case(store, "ast__tones16k")
-        model, _ = load_model(case.model_dir)
-        other, _ = load_model(case.model_dir, transformers_semantics=9 - own)
+        model, _ = load_model(case.model_path)
+        other, _ = load_model(case.model_path, transformers_semantics=9 - own)
         got, want, st = _logits(model, case)
         alt, _, st_alt = _logits(other, case)
         assert torch.equal(alt, got) and _within_contract(got, want)
@@ -167,7 +167,7 @@ def test_inspect_says_which_semantics():
 def test_convert_records_semantics_and_the_card_says_it(tmp_path):
     case = _case(T5, "w2v2-large__tones16k")
     out = tmp_path / "conv"
-    res = _port("convert", case.model_dir, "--out", out, "--export", "none")
+    res = _port("convert", case.model_path, "--out", out, "--export", "none")
     assert res.exit_code == 0, res.output
     assert "follows transformers 5.x semantics" in res.output
     cfg = json.loads((out / "config.json").read_text())
@@ -179,7 +179,7 @@ def test_convert_records_semantics_and_the_card_says_it(tmp_path):
     with pytest.raises(UnsupportedModelError, match="re-run `port convert --transformers-semantics 4`"):
         load_model(out, transformers_semantics=4)
     out4 = tmp_path / "conv4"
-    convert(case.model_dir, out4, exports=None, transformers_semantics=4)
+    convert(case.model_path, out4, exports=None, transformers_semantics=4)
     assert json.loads((out4 / "config.json").read_text())["transformers_semantics"]["source"] == "override"
     bad, _, _ = _logits(load_model(out4)[0], case)
     assert float((bad - want).abs().max()) > 0.3
@@ -194,10 +194,10 @@ def test_detect_on_an_hf_folder_follows_the_override():
     w = case.meta["windows"]
     want = case.tensors["all.logits"]
     for sem, close in ((None, True), (4, False)):
-        det = HFDetector.load(case.model_dir, window_s=w["window_s"], hop_s=w["hop_s"], transformers_semantics=sem)
+        det = HFDetector.load(case.model_path, window_s=w["window_s"], hop_s=w["hop_s"], transformers_semantics=sem)
         got = det.run(case.audio_path).logits
         assert _within_contract(got, want) is close
-    res = _port("detect", case.audio_path, "--model", case.model_dir, "--transformers-semantics", "4",
+    res = _port("detect", case.audio_path, "--model", case.model_path, "--transformers-semantics", "4",
                 "--window-s", "1", "--no-progress")
     assert res.exit_code == 0, res.output
 
@@ -208,14 +208,14 @@ def test_tie_last_hidden_states_undoes_the_5x_difference(tmp_path):
     sum (checked against transformers 5.25.0 itself when written: bitwise). A non-boolean value is refused."""
     case = _case(T5, "w2v2-large__tones16k")
     folder = tmp_path / "tied"
-    shutil.copytree(case.model_dir, folder)
+    shutil.copytree(case.model_path, folder)
     cfg = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, "tie_last_hidden_states": True}))
     tied, config = load_model(folder)
     assert config["transformers_semantics"]["major"] == 5
     got, want, _ = _logits(tied, case)
     assert float((got - want).abs().max()) > 0.3
-    as4, _, _ = _logits(load_model(case.model_dir, transformers_semantics=4)[0], case)
+    as4, _, _ = _logits(load_model(case.model_path, transformers_semantics=4)[0], case)
     assert torch.equal(got, as4)
     (folder / "config.json").write_text(json.dumps({**cfg, "tie_last_hidden_states": "yes"}))
     with pytest.raises(MalformedModelError, match="tie_last_hidden_states"):

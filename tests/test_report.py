@@ -20,7 +20,8 @@ import torch
 
 from conftest import COMMITTED, ROOT
 from porting.golden import load_case
-from porting.parity.compare import HOP_S, ParityReport, compare, compare_rule
+from porting.families.orcahello.report import HOP_S
+from porting.parity.compare import ParityReport, compare, compare_rule
 from porting.parity.contract import GOLDEN_INPUT, STRICT, Tier
 from porting.parity.fingerprint import describe, load_fingerprint, machine_fingerprint
 from porting.parity.report import confidence_figure, duplicates, locate_store, spectrogram_figure, write_report
@@ -240,9 +241,10 @@ def test_without_matplotlib_the_markdown_says_what_to_install(tmp_path, monkeypa
 
 
 def test_hf_runs_render(tmp_path):
-    from porting.families.hf.parity import load_hf_case, merge_windows
+    from porting.golden import load_case
+    from porting.parity.compare import merge_windows
 
-    case = load_hf_case(COMMITTED / "hf" / "cases" / "sewd__stereo48k.json")
+    case = load_case(COMMITTED / "hf" / "cases" / "sewd__stereo48k.json")
     results = []
     for i in case.stored_windows:
         gold = case.window(i)

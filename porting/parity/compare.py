@@ -19,34 +19,16 @@ import numpy as np
 
 from .contract import ATOL  # the contract (DESIGN.md "Goldens are the spec"); never loosened
 
-# Names of the axes after the window axis, per golden tensor (golden/README.md "Case format").
-AXES: dict[str, tuple[str, ...]] = {
-    "A.segment": ("channel", "sample"),
-    "A.downmix": ("sample",),
-    "A.waveform": ("sample",),
-    "B.mel_db": ("channel", "mel bin", "frame"),
-    "C.padded": ("channel", "mel bin", "frame"),
-    "X.model_input": ("channel", "mel bin", "frame"),
-    "Y.logits": ("class",),
-    "Y.probs": ("class",),
-    "all.logits": ("class",),
-    "all.probs": ("class",),
-    "all.confidence": (),
-    "agg.confidence": (),
-}
-HOP_S = 256 / 20000  # one mel frame of the 20 kHz waveform (README §3), to print frames as seconds
-
-
 @dataclass(frozen=True)
 class WindowStat:
     """Differences inside one window (first-axis entry) of a stage."""
 
-    window: int  # the recording's window index (covers [window, window + 2] s)
+    window: int  # the recording's window index
     max_abs: float
     mean_abs: float
     p99_abs: float
     max_rel: float
-    where: tuple[int, ...]  # index of the element nearest its tolerance (axes of AXES[stage])
+    where: tuple[int, ...]  # index of the element nearest its tolerance (inside the window)
     expected: float
     actual: float
     passed: bool
@@ -70,7 +52,7 @@ class StageResult:
     tier: str = ""  # "strict" / "portable" (empty: not compared against a golden)
     max_ulps: float = 0.0  # largest |diff| in float32 ulps of the expected value
     margin: float = 0.0  # largest |diff| / tolerance (> 1 fails)
-    family: str = ""  # "" (OrcaHello: windows are [i, i+2] s) or "hf" (windows as the case's plan says)
+    family: str = ""  # the family whose stage it is (porting.family; "": the one whose records name none)
 
     @property
     def n_failed(self) -> int:
@@ -80,10 +62,17 @@ class StageResult:
         """``window 35 (35-37 s), mel bin 12, frame 80 (0.031 s)``; empty when nothing was compared."""
         if self.worst is None:
             return ""
-        if self.family:
-            axes = ", ".join(f"dim{k + 1} {i}" for k, i in enumerate(self.worst.where))
-            return f"window {self.worst.window}" + (f", {axes}" if axes else "")
-        return describe_location(self.stage, self.worst.window, self.worst.where)
+        from .. import family as registry
+        from ..errors import PortingError
+
+        try:  # the family names its axes and windows (``ReportTraits.locate``); else by position
+            locate = registry.named(self.family or None).report.locate
+        except PortingError:
+            locate = None
+        if locate is not None:
+            return locate(self.stage, self.worst.window, self.worst.where)
+        axes = ", ".join(f"dim{k + 1} {i}" for k, i in enumerate(self.worst.where))
+        return f"window {self.worst.window}" + (f", {axes}" if axes else "")
 
     def message(self) -> str:
         """One line: verdict, rule and tier, statistics and where the element nearest its tolerance is."""
@@ -105,19 +94,6 @@ class StageResult:
         if self.note:
             msg += f"; {self.note}"
         return msg
-
-
-def describe_location(stage: str, window: int, where: Sequence[int]) -> str:
-    base = stage.split(" ", 1)[0]  # "B.mel_db (golden input)" -> "B.mel_db"
-    parts = [f"window {window} ({window}-{window + 2} s)" if not base.startswith("agg.") else f"row {window}"]
-    for axis, i in zip(AXES.get(base, tuple(f"dim{k + 1}" for k in range(len(where)))), where):
-        if axis == "channel" and base != "A.segment":
-            continue  # always 0 for the mono spectrogram
-        text = f"{axis} {i}"
-        if axis == "frame":
-            text += f" ({i * HOP_S:.3f} s into the window)"
-        parts.append(text)
-    return ", ".join(parts)
 
 
 def _as64(t) -> np.ndarray:
@@ -306,9 +282,11 @@ def compare(
     tier: str = "strict",
     ctx=None,
     stages: Sequence[str] | None = None,
+    family: str | None = None,
 ) -> list[StageResult]:
     """Compare every stage present in both mappings (or the given ``stages``; a stage missing from
-    ``actual`` fails), each with its rule from the contract's table for ``tier`` (``ctx``: the case's
+    ``actual`` fails), each with its rule from the family's table for ``tier`` (``family``: its name, None: the
+    family whose records name none; ``ctx``: the case's
     family's comparison context (``Family.parity_context``), needed by the portable tier's FFT error model). Per-window stages
     (first axis = stored windows) are labelled with ``stored_windows``; ``all.*`` and ``agg.*`` with 0..W-1."""
     from .contract import GOLDEN_INPUT
@@ -322,5 +300,26 @@ def compare(
                                    math.inf, None, [], "missing from the port's outputs", tier=tier))
             continue
         per_window = not (name.startswith("all.") or name.startswith("agg."))
-        out.append(compare_rule(name, ref, actual[name], tier, ctx, stored_windows if per_window else None))
+        out.append(compare_rule(name, ref, actual[name], tier, ctx, stored_windows if per_window else None, family))
+    return out
+
+
+def merge_windows(results: list[StageResult]) -> list[StageResult]:
+    """One result per stage from per-window results (a family that compares each stored window alone, e.g. because
+    a partial tail's shape differs): verdict = all windows pass; statistics = the worst window's, max over windows."""
+    from dataclasses import replace
+
+    groups: dict[str, list[StageResult]] = {}
+    for r in results:
+        groups.setdefault(r.stage, []).append(r)
+    out = []
+    for stage, rs in groups.items():
+        if len(rs) == 1:
+            out.append(rs[0])
+            continue
+        worst = max(rs, key=lambda r: (not r.passed, r.margin, r.max_abs))
+        out.append(replace(worst, passed=all(r.passed for r in rs), max_abs=max(r.max_abs for r in rs),
+                           max_rel=max(r.max_rel for r in rs), max_ulps=max(r.max_ulps for r in rs),
+                           margin=max(r.margin for r in rs), windows=[w for r in rs for w in r.windows],
+                           note="; ".join(dict.fromkeys(r.note for r in rs if r.note))))
     return out

@@ -159,13 +159,14 @@ def parity_check(request):
     from .run import CaseRun, tier_for, worst_arrays
 
     def check(case, actual, device="cpu", stages=None, running=None):
-        fam = registry.for_store(case.root)
+        fam = registry.named(case.family)
         stored = case.stored_windows
         tier, cap = tier_for(case, running)
-        results = compare(case.tensors, actual, stored, tier.name, fam.parity_context(case), stages=stages)
+        results = compare(case.tensors, actual, stored, tier.name, fam.parity_context(case), stages=stages,
+                          family=case.family)
         run = CaseRun(ParityReport(case.name, str(device), results, tier.line(), cap.name),
                       worst_arrays(results, case.tensors, actual, stored, fam.drawn_stages), tier=tier,
-                      capture=cap.name, golden_fingerprint=cap.fingerprint)
+                      capture=cap.name, golden_fingerprint=cap.fingerprint, family=case.family)
         getattr(request.config, _RUNS_KEY).append(run)
         bad = [r.message() for r in results if not r.passed]
         if bad:
@@ -190,7 +191,7 @@ def pytest_sessionfinish(session, exitstatus):
         key = (r.report.case, r.capture, r.report.device)
         if key not in merged:
             merged[key] = CaseRun(ParityReport(r.report.case, r.report.device, [], r.report.note, r.capture), {},
-                                  tier=r.tier, capture=r.capture, golden_fingerprint=r.golden_fingerprint,
+                                          tier=r.tier, capture=r.capture, golden_fingerprint=r.golden_fingerprint,
                                   family=r.family)
         merged[key].report.stages.extend(r.report.stages)
         merged[key].worst.update(r.worst)

@@ -10,11 +10,11 @@ Figures are drawn with matplotlib (the optional ``report`` extra: ``pip install 
 imported only here and only when a report is written, on the Agg canvas (no display, no pyplot state).
 Without matplotlib the markdown is still written, with one line saying what to install.
 
-* spectrogram stages (``B.mel_db``, ``C.padded``, ``X.model_input``; the worst window): legacy | port on
+* spectrogram stages (the family's ``ReportTraits.spectral``, e.g. OrcaHello's ``B.mel_db``; the worst window): legacy | port on
   one colour scale with a colour bar, and |port - legacy| on a fixed logarithmic scale (1e-8 .. 1, wider
   only if needed) so that 1e-7 and 0.017 look different, the tolerance marked on its colour bar; time in
   the recording (s), mel bin and its centre frequency (Hz);
-* waveform stages (``A.*``): legacy and port over time (s), and |diff| on a log axis with the tolerance;
+* waveform stages (``ReportTraits.waveform``, e.g. ``A.*``): legacy and port over time (s), and |diff| on a log axis with the tolerance;
 * per-window confidence (OrcaHello): legacy and port against the window start (s) with the 0.5 threshold,
   and their |diff| on a log axis with the 1e-5 tolerance;
 * every case: each stage's worst |diff| / tolerance (log), with the tolerance at 1.
@@ -48,8 +48,6 @@ LEGACY_COLOR = "#1f77b4"  # blue
 PORT_COLOR = "#ff7f0e"  # orange
 TOL_COLOR = "#d62728"  # red
 DIFF_FLOOR = 1e-8  # the |diff| heatmaps' fixed lower end (below: clipped; exactly 0: white)
-SPECTRAL = ("B.mel_db", "C.padded", "X.model_input")
-WAVEFORM = ("A.segment", "A.downmix", "A.waveform")
 CONSTANT_RULES = ("abs", "exact")  # rules whose tolerance is one number for every element
 VERSIONS = ("porting", "torch", "numpy", "scipy", "soundfile", "onnxruntime", "matplotlib")
 IDENTITY_REASON = {  # why one drawn stage can equal another bitwise
@@ -502,10 +500,10 @@ def _window_span() -> float:
     return float(_traits().frontend.windows.window_s)
 
 
-def mel_centres_hz(n_mels: int) -> tuple[np.ndarray, int] | None:
+def mel_centres_hz(n_mels: int, traits=None) -> tuple[np.ndarray, int] | None:
     """Real centre frequency (Hz) of each mel filter of the drawn frontend and how many filters are non-zero (the
     family's ``ReportTraits.mel_centres``; None when it has none or ``n_mels`` is not its)."""
-    centres = _traits().mel_centres
+    centres = (traits or _traits()).mel_centres
     return None if centres is None else centres(n_mels)
 
 
@@ -542,7 +540,8 @@ def spectrogram_figure(mpl, s: StageResult, legacy: np.ndarray, port: np.ndarray
     """legacy | port | |diff| of one window of a [mel, frames] stage."""
     import matplotlib
 
-    from .compare import HOP_S
+    traits = registry.named(s.family or None).report  # the drawn stage's family: its hop, frontend, mel scale
+    HOP_S = traits.frame_s
 
     Figure, _, LogNorm = mpl
     e = np.asarray(legacy, dtype=np.float64).reshape(-1, np.shape(legacy)[-1])
@@ -592,7 +591,7 @@ def spectrogram_figure(mpl, s: StageResult, legacy: np.ndarray, port: np.ndarray
         axes[2].scatter([frame_t(fr)], [mel_i], s=160, facecolors="none", edgecolors=TOL_COLOR, linewidths=2,
                         label="element nearest its tolerance", clip_on=False, zorder=5)
         axes[2].legend(loc="upper right", fontsize=8)
-    fe = _traits().frontend
+    fe = traits.frontend
     data_frames = fe.mel.n_frames(fe.windows.window_samples)
     from matplotlib.ticker import MaxNLocator
 
@@ -606,7 +605,7 @@ def spectrogram_figure(mpl, s: StageResult, legacy: np.ndarray, port: np.ndarray
         pad = "padding (0 dB)" if base != "X.model_input" else "padding (0 dB, normalized)"
         axes[0].text(t0 + (data_frames + 2) * HOP_S, n_mel * 0.5, pad, color="white", fontsize=9)
     axes[0].set_ylabel("mel bin")
-    hz = mel_centres_hz(n_mel)
+    hz = mel_centres_hz(n_mel, traits)
     if hz is not None:
         centres, nonzero = hz
         below = int(np.searchsorted(centres, fe.windows.sample_rate / 2, side="right"))
@@ -903,13 +902,14 @@ def _figures(mpl, r: CaseRun, folder: str, tmp: Path) -> list[tuple[str, str, st
             continue
         s = by[stage]
         base = stage.split(" ", 1)[0]
-        if base in SPECTRAL:
+        traits = _traits(r)
+        if base in traits.spectral:
             fig = spectrogram_figure(mpl, s, legacy, port, window, ref)
             cap = (f"worst window {window}: {ref} and port on one colour scale; |port - {ref}| on a fixed log scale "
                    f"({DIFF_FLOOR:g} and up; white = exactly 0), tolerance marked red on its colour bar"
                    + (" (the error model's tolerance is per element, far larger in quiet bins: the mark is its value "
                       "at the element nearest it, circled)." if s.rule.split(" ", 1)[0] not in CONSTANT_RULES else "."))
-        elif base in WAVEFORM or np.ndim(legacy) <= 2:
+        elif base in traits.waveform or np.ndim(legacy) <= 2:
             fig = waveform_figure(mpl, s, legacy, port, window, ref)
             cap = f"worst window {window}: {ref} (blue) and port (orange, dashed), |diff| on a log axis."
         else:

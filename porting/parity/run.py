@@ -1,7 +1,7 @@
 """Parity runs, engine side: the result of comparing one golden case with one capture (``CaseRun``), the store's
-cases and captures (``select_cases``, ``tier_for``), ``port parity``'s dispatch to the family that owns the store,
-and the JSON every run is reported in. What a family runs per case lives in its package
-(``porting.families.<name>.parity``); the comparison is ``porting.parity.compare``'s, for every family.
+cases and captures (``select_cases``, ``tier_for``), the loop of ``port parity`` over them, and the JSON every run is
+reported in. What a family runs per case is its ``check_case`` (``porting.families.<name>.parity``); the comparison
+is ``porting.parity.compare``'s, for every family.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import family as registry
 from ..errors import GoldenError
-from ..golden import Capture, Case, captures, case_paths, file_digest
+from ..golden import Capture, Case, captures, case_paths, load_case
 from .compare import ParityReport, StageResult
 from .contract import Tier, choose_tier
 
@@ -29,7 +29,7 @@ class CaseRun:
     tier: Tier | None = None
     capture: str = "golden"
     golden_fingerprint: dict | None = None
-    probs: tuple | None = None  # HF: (golden [W, K], port [W, K], labels, window starts in s) of all.probs
+    probs: tuple | None = None  # drawn over time where a family keeps them: (golden [W, K], port [W, K], labels, window starts in s) of all.probs
     family: str | None = None  # the family whose case it is (porting.family; None: the one whose records name none)
 
 
@@ -85,13 +85,6 @@ def select_cases(golden: Path) -> dict[str, list[tuple[Capture, Path]]]:
     return dict(sorted(out.items()))
 
 
-def _model_sha(model_path: Path, config: dict) -> str | None:
-    if model_path.is_file():
-        return file_digest(model_path)["sha256"]
-    source = config.get("source") or {}
-    return source.get("sha256") if isinstance(source, dict) else None
-
-
 def run_parity(
     golden: Path,
     model_path: Path | None = None,
@@ -101,14 +94,30 @@ def run_parity(
     backend: str = "torch",
     running: dict | None = None,
 ) -> list[CaseRun]:
-    """``port parity``: every selected case and capture of the golden store (or case JSON) ``golden``, run by the
-    family that owns the store (``porting.family``) through its stage graph and compared by ``porting.parity``.
-    ``model_path`` (a source model or a converted DIR): only the cases captured from that model, run with it.
-    ``backend`` is ``port detect``'s. ``running`` is this machine's fingerprint (default: measured; tests pass a
-    foreign one to force the portable tier)."""
-    return registry.for_store(golden).run_parity(Path(golden), None if model_path is None else Path(model_path),
-                                                 device=device, batch_size=batch_size, progress=progress,
-                                                 backend=backend, running=running)
+    """``port parity``: every selected case of the golden store (or case JSON) ``golden`` and every capture of it,
+    each capture in its tier (its numerics fingerprint against ``running``, this machine's by default; tests pass a
+    foreign one to force the portable tier). The family the cases name (``porting.family``) runs each case through
+    its stage graph and compares every stage by ``porting.parity``. ``model_path`` (a source model or a converted
+    DIR): only the cases captured from that model, run with it. ``backend`` is ``port detect``'s."""
+    from .fingerprint import machine_fingerprint
+
+    fam = registry.for_store(golden)
+    running = machine_fingerprint() if running is None else running
+    model_path = None if model_path is None else Path(model_path)
+    runs: list[CaseRun] = []
+    cache: dict = {}
+    for name, pairs in select_cases(golden).items():
+        cases = [(cap, load_case(p)) for cap, p in pairs]
+        if model_path is not None and not fam.captured_from(cases[0][1], model_path):
+            continue
+        if progress:
+            progress(name)
+        runs += fam.check_case([(cap, c, choose_tier(cap.fingerprint, running)) for cap, c in cases], model_path,
+                               device=device, batch_size=batch_size, backend=backend, cache=cache)
+    if not runs:
+        raise GoldenError(f"{golden}: no golden case was captured from {model_path}; pass that model's cases or omit "
+                          "--model" if model_path is not None else f"{golden}: no golden case to check")
+    return runs
 
 
 def reports_json(runs: list[CaseRun]) -> str:

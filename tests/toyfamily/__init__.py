@@ -169,11 +169,14 @@ def write_golden(store: Path, model_dir: Path, name: str, waveform: np.ndarray) 
     """A toy golden case: ``cases/<name>.json`` + ``.safetensors`` (every stage of ``waveform``'s windows)."""
     from safetensors.numpy import save_file
 
+    from porting.parity.fingerprint import write_fingerprint
+
     cfg, state = _read_source(model_dir)
     (store / "cases").mkdir(parents=True, exist_ok=True)
     save_file(reference(cfg, {k: v.numpy() for k, v in state.items()}, waveform), str(store / "cases" / f"{name}.safetensors"))
     meta = {"family": NAME, "model": str(model_dir.resolve()), "stages": list(STAGES)}
     (store / "cases" / f"{name}.json").write_text(json.dumps(meta))
+    write_fingerprint(store)  # captured here: the strict tier on this machine
     return store
 
 
@@ -193,14 +196,6 @@ class ToyFamily:
 
     def owns_converted(self, family) -> bool:
         return family == NAME
-
-    def owns_store(self, golden: Path) -> Claim:
-        cases = [golden] if golden.suffix == ".json" else sorted((golden / "cases").glob("*.json"))
-        try:
-            ok = bool(cases) and json.loads(cases[0].read_text()).get("family") == NAME
-        except (OSError, ValueError):
-            ok = False
-        return Claim(SURE) if ok else Claim(NO)
 
     def inspect(self, path: Path, **options) -> dict:
         cfg, state = _read_source(path)
@@ -261,29 +256,22 @@ class ToyFamily:
         net, cfg = self.load(path)
         return ToyDetector(net, cfg, batch_size or 4, "torch", device)
 
-    def run_parity(self, golden: Path, model_path, *, device, batch_size, progress, backend, running) -> list:
-        from safetensors.numpy import load_file
+    def captured_from(self, case, model_path: Path) -> bool:
+        return True  # every toy case is run with the model it is given
 
+    def check_case(self, captures: list, model_path, *, device, batch_size, backend, cache) -> list:
         from porting.parity.compare import ParityReport, compare_rule
-        from porting.parity.contract import STRICT, Tier
         from porting.parity.run import CaseRun
 
         runs = []
-        cases = [golden] if golden.suffix == ".json" else sorted((golden / "cases").glob("*.json"))
-        for p in cases:
-            meta = json.loads(p.read_text())
-            want = load_file(str(p.with_suffix(".safetensors")))
-            det = self.detector(Path(model_path or meta["model"]), device=device, batch_size=batch_size,
+        for cap, case, tier in captures:
+            want = {k: v.numpy() for k, v in case.tensors.items()}
+            det = self.detector(Path(model_path or case.meta["model"]), device=device, batch_size=batch_size,
                                 backend="torch", threshold=0.5)
-            if progress:
-                progress(p.stem)
             got = det.forward(torch.from_numpy(want["A.waveform"]))
-            stages = [compare_rule(s, want[s], got[s].numpy(), STRICT, None, None, family=NAME) for s in STAGES]
-            tier = Tier(STRICT, "toy goldens: numpy on this machine")
-            runs.append(CaseRun(ParityReport(p.stem, str(device), stages, tier.line(), "toy"), tier=tier, capture="toy",
-                                family=NAME))
-        if not runs:
-            raise GoldenError(f"{golden}: no toy case")
+            stages = [compare_rule(s, want[s], got[s].numpy(), tier.name, None, None, family=NAME) for s in STAGES]
+            runs.append(CaseRun(ParityReport(case.name, str(device), stages, tier.line(), cap.name), tier=tier,
+                                capture=cap.name, golden_fingerprint=cap.fingerprint, family=NAME))
         return runs
 
     def parity_context(self, case):

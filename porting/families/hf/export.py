@@ -122,12 +122,12 @@ def _check(kind: str, run, ref_module: torch.nn.Module, inputs: list[torch.Tenso
 
 def golden_windows(config: dict, golden: str | Path) -> list[tuple[str, dict]]:
     """``(label, tensors)`` of every stored window of the HF golden cases captured from this model (same weights)."""
-    from .parity import hf_case_paths, load_hf_case
+    from ...golden import case_paths, load_case
 
     shas = set((config.get("source") or {}).get("sha256", {}).values())
     out = []
-    for p in hf_case_paths(golden):
-        case = load_hf_case(p)
+    for p in case_paths(golden):
+        case = load_case(p)
         if case.error or case.meta["model"].get("weights_sha256") not in shas:
             continue
         out += [(f"{case.name} window {i}", case.window(i)) for i in case.stored_windows]
@@ -155,10 +155,11 @@ def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats
     extra = {"config.json": json.dumps(config)}
     windows, tier = [], STRICT
     if golden is not None:
-        from .parity import hf_tier
+        from ...parity.contract import choose_tier
+        from ...parity.fingerprint import load_fingerprint
 
         windows = golden_windows(config, golden)
-        tier = hf_tier(golden, machine_fingerprint()).name
+        tier = choose_tier(load_fingerprint(golden), machine_fingerprint()).name
     artifacts: dict[str, dict] = {}
     for fmt in formats:
         _require(fmt, "export")

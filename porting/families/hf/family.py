@@ -50,11 +50,6 @@ class HuggingFace:
     def owns_converted(self, family: str | None) -> bool:
         return family == NAME
 
-    def owns_store(self, golden: Path) -> Claim:
-        from .parity import is_hf_store
-
-        return Claim(SURE) if is_hf_store(golden) else Claim(NO)
-
     def inspect(self, path: Path, **options) -> dict:
         from .folder import inspect_folder
 
@@ -123,11 +118,16 @@ class HuggingFace:
                                fbank_backend=fbank_backend, batch_size=batch_size or 16,
                                transformers_semantics=transformers_semantics)
 
-    def run_parity(self, golden: Path, model_path: Path | None, *, device: str, batch_size: int, progress, backend: str,
-                   running: dict | None) -> list:
-        from .parity import run_hf_parity
+    def captured_from(self, case, model_path: Path) -> bool:
+        from .parity import captured_from
 
-        return run_hf_parity(Path(golden), model_path, device, progress, running, backend)
+        return captured_from(case, model_path)
+
+    def check_case(self, captures: list, model_path: Path | None, *, device: str, batch_size: int, backend: str,
+                   cache: dict) -> list:
+        from .parity import check_captures
+
+        return check_captures(captures, model_path, device, backend)
 
     def parity_context(self, case):
         return None

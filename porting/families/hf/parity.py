@@ -21,61 +21,16 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import GoldenError
-from ...parity.compare import ParityReport, StageResult, compare_rule
+from ...golden import Case
+from ...parity.compare import ParityReport, StageResult, compare_rule, merge_windows
 from ...parity.contract import GOLDEN_INPUT, STRICT, Tier
 
 FAMILY = "hf"
-HF_STORE = Path("golden/hf")
 
 
-@dataclass(frozen=True)
-class HFCase:
-    name: str
-    meta: dict
-    tensors: dict = field(repr=False)
-    root: Path  # the store: models/, audio/, cases/
-
-    @property
-    def model_dir(self) -> Path:
-        return self.root / "models" / self.meta["model"]["dir"]
-
-    @property
-    def audio_path(self) -> Path:
-        return self.root / "audio" / self.meta["audio"]["file"]
-
-    @property
-    def error(self) -> dict | None:
-        return self.meta.get("error")
-
-    @property
-    def stored_windows(self) -> list[int]:
-        return [int(i) for i in self.meta.get("stored_windows", [])]
-
-    @property
-    def fbank_backend(self) -> str | None:
-        return (self.meta.get("frontend") or {}).get("fbank_backend")
-
-    def window(self, i: int) -> dict:
-        """Golden tensors of stored window ``i``: stage name -> tensor (leading dim 1)."""
-        prefix = f"w{i}/"
-        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
-
-
-def load_hf_case(json_path: str | Path) -> HFCase:
-    from safetensors.torch import load_file
-
-    json_path = Path(json_path)
-    try:
-        meta = json.loads(json_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise GoldenError(f"{json_path}: cannot read the case ({exc}); restore it or run tools/regenerate_golden_hf") from exc
-    st = json_path.with_suffix(".safetensors")
-    tensors = load_file(str(st)) if st.is_file() else {}
-    return HFCase(json_path.stem, meta, tensors, json_path.parent.parent)
-
-
-def hf_case_paths(store: str | Path = HF_STORE) -> list[Path]:
-    return sorted((Path(store) / "cases").glob("*.json"))
+def fbank_backend(case: Case) -> str | None:
+    """The fbank implementation the case was captured with (AST: torchaudio's kaldi or numpy), from its JSON."""
+    return (case.meta.get("frontend") or {}).get("fbank_backend")
 
 
 class HFContext:
@@ -99,8 +54,9 @@ def _cmp(stage: str, expected, actual, tier: str, ctx, window: int) -> StageResu
     return compare_rule(stage, expected, actual, tier, ctx, [window], family=FAMILY)
 
 
-def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None, device: str = "cpu",
-                  batch_size: int = 4, backend: str = "torch", keep: dict | None = None) -> ParityReport:
+def check_hf_case(case: Case, tier: Tier, model_path: str | Path | None = None, device: str = "cpu",
+                  batch_size: int = 4, backend: str = "torch", keep: dict | None = None,
+                  capture: str = "golden/hf") -> ParityReport:
     """Every stage of every stored window of ``case`` plus ``all.*``, in ``tier``. ``backend="onnx"`` runs the model
     stage from ``model.onnx`` of a converted ``model_path`` (``M.*`` stages are then the rebuild's, logits the
     artifact's)."""
@@ -110,8 +66,8 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
     from .detect import HFDetector
 
     meta_w = case.meta["windows"]
-    det = HFDetector.load(model_path or case.model_dir, device=device, window_s=meta_w["window_s"],
-                          hop_s=meta_w["hop_s"], fbank_backend=case.fbank_backend, batch_size=batch_size,
+    det = HFDetector.load(model_path or case.model_path, device=device, window_s=meta_w["window_s"],
+                          hop_s=meta_w["hop_s"], fbank_backend=fbank_backend(case), batch_size=batch_size,
                           backend=backend)
     g = det.graph
     if (g.window_samples, g.hop_samples) != (meta_w["window_samples"], meta_w["hop_samples"]):
@@ -130,7 +86,7 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
             if index in wanted:
                 chained[index] = torch.from_numpy(batch.waveforms[row:row + 1].copy())
             index += 1
-    model = det.model if backend == "torch" else _rebuild_for_stages(model_path or case.model_dir)
+    model = det.model if backend == "torch" else _rebuild_for_stages(model_path or case.model_path)
     for i in case.stored_windows:
         gold = case.window(i)
         actual = {"A.waveform": chained.get(i)}
@@ -193,7 +149,7 @@ def check_hf_case(case: HFCase, tier: Tier, model_path: str | Path | None = None
         note = "exact (argmax label per window)" + (f"; differ at windows {bad[:5]}" if bad else "")
         results.append(StageResult("all.label", (len(decisions_e),), 0.0, not bad, float(bool(bad)), 0.0, 0.0, 0.0,
                                    None, [], note, rule="exact", tier=tier.name, family=FAMILY))
-    return ParityReport(case.name, str(det.device), merge_windows(results), tier.line(), capture="golden/hf")
+    return ParityReport(case.name, str(det.device), merge_windows(results), tier.line(), capture=capture)
 
 
 PROPAGATED = "portable tier: vs golden + J*dF, the golden's first-order response to this machine's F difference"
@@ -248,69 +204,26 @@ def _propagated(model, gold: dict, actual: dict, cache: dict) -> dict:
     return {k: (gold[k].double() + t).float() for k, t in zip(names, tangent)}
 
 
-def merge_windows(results: list[StageResult]) -> list[StageResult]:
-    """One result per stage over all stored windows (their shapes differ for a partial tail, so each window is
-    compared alone): verdict = all windows pass; statistics = the worst window's, max over windows."""
-    from dataclasses import replace
-
-    groups: dict[str, list[StageResult]] = {}
-    for r in results:
-        groups.setdefault(r.stage, []).append(r)
-    out = []
-    for stage, rs in groups.items():
-        if len(rs) == 1:
-            out.append(rs[0])
-            continue
-        worst = max(rs, key=lambda r: (not r.passed, r.margin, r.max_abs))
-        out.append(replace(worst, passed=all(r.passed for r in rs), max_abs=max(r.max_abs for r in rs),
-                           max_rel=max(r.max_rel for r in rs), max_ulps=max(r.max_ulps for r in rs),
-                           margin=max(r.margin for r in rs), windows=[w for r in rs for w in r.windows],
-                           note="; ".join(dict.fromkeys(r.note for r in rs if r.note))))
-    return out
-
-
-def is_hf_store(path: str | Path) -> bool:
-    """golden/hf (or one of its case JSONs): cases whose JSON says ``"family": "hf"``."""
-    p = Path(path)
-    paths = [p] if p.suffix == ".json" else hf_case_paths(p)
-    try:
-        return bool(paths) and json.loads(paths[0].read_text()).get("family") == FAMILY
-    except (OSError, ValueError):
-        return False
-
-
-def run_hf_parity(golden: Path, model_path: Path | None, device: str, progress=None, running: dict | None = None,
-                  backend: str = "torch"):
-    """``port parity --golden golden/hf``: every HF case (or the one JSON given), in this machine's tier."""
-    from ...parity.fingerprint import load_fingerprint, machine_fingerprint
+def check_captures(captures: list, model_path: Path | None, device: str, backend: str) -> list:
+    """``Family.check_case``: each capture of one case in its tier (crash cases are ``port detect``'s: its tests).
+    The windows run in batches of 4, as the captures' figures were first measured."""
     from ...parity.run import CaseRun
 
-    golden = Path(golden)
-    store = golden.parent.parent if golden.suffix == ".json" else golden
-    paths = [golden] if golden.suffix == ".json" else hf_case_paths(golden)
     if backend != "torch" and model_path is None:
         raise GoldenError(f"--backend {backend}: pass --model DIR (converted with `port convert --export onnx`)")
-    running = machine_fingerprint() if running is None else running
-    tier = hf_tier(store, running)
     runs = []
-    for p in paths:
-        case = load_hf_case(p)
+    for cap, case, tier in captures:
         if case.error:
             continue
-        if model_path is not None and not _same_model(Path(model_path), case):
-            continue
-        if progress:
-            progress(case.name)
         keep: dict = {}
-        report = check_hf_case(case, tier, model_path, device, backend=backend, keep=keep)
-        runs.append(CaseRun(report, tier=tier, capture="golden/hf", golden_fingerprint=load_fingerprint(store), family=FAMILY,
+        label = f"golden/{case.root.name}" if cap.name == "golden" else cap.name
+        report = check_hf_case(case, tier, model_path, device, backend=backend, keep=keep, capture=label)
+        runs.append(CaseRun(report, tier=tier, capture=label, golden_fingerprint=cap.fingerprint, family=FAMILY,
                             probs=keep.get("probs")))
-    if not runs:
-        raise GoldenError(f"{golden}: no HF golden case to check" + (f" for {model_path}" if model_path else ""))
     return runs
 
 
-def _same_model(model_path: Path, case: HFCase) -> bool:
+def captured_from(case: Case, model_path: Path) -> bool:
     """A converted DIR records its source's sha256s; an HF folder is compared file by file."""
     want = case.meta["model"].get("weights_sha256")
     try:
@@ -346,11 +259,3 @@ def _model_stages(det, model, waveform, golden_features: dict | None = None) -> 
         out.update({k: v.float().cpu() for k, v in st.items()})
         out["Y.probs"] = det.graph.activate(out["Y.logits"])
     return out
-
-
-def hf_tier(store: str | Path, running: dict) -> Tier:
-    from ...parity.contract import choose_tier
-    from ...parity.fingerprint import load_fingerprint
-
-    return choose_tier(load_fingerprint(store), running)
-

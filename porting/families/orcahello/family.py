@@ -97,9 +97,6 @@ class OrcaHello:
     def owns_converted(self, family: str | None) -> bool:
         return family is None  # the first family: its config.json names none
 
-    def owns_store(self, golden: Path) -> Claim:
-        return Claim(FALLBACK)  # golden/ and golden/cases/<case>.json; porting.golden reads them
-
     def inspect(self, path: Path, **options) -> dict:
         from .learner import inspect_pickle
 
@@ -173,11 +170,16 @@ class OrcaHello:
         return Detector.load(path, device=device, batch_size=batch_size or 32, backend=backend,
                              aggregate_cfg=AggregateConfig(threshold=threshold))
 
-    def run_parity(self, golden: Path, model_path: Path | None, *, device: str, batch_size: int, progress, backend: str,
-                   running: dict | None) -> list:
-        from .parity import run_parity
+    def captured_from(self, case, model_path: Path) -> bool:
+        from .parity import captured_from
 
-        return run_parity(golden, model_path, device, batch_size, progress, backend, running)
+        return captured_from(case, model_path)
+
+    def check_case(self, captures: list, model_path: Path | None, *, device: str, batch_size: int, backend: str,
+                   cache: dict) -> list:
+        from .parity import check_captures
+
+        return check_captures(captures, model_path, device, batch_size, backend, cache)
 
     def parity_context(self, case):
         """The comparison context of a golden case (``porting.parity.contract.Context``): the error model needs the

@@ -23,16 +23,16 @@ from __future__ import annotations
 import importlib
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from ...errors import GoldenError, PortingError
-from ...golden import Capture, Case, load_case
+from ...golden import Capture, Case
 from ...parity.compare import ATOL, ParityReport, StageResult, compare, compare_exact, compare_rule
-from ...parity.contract import GOLDEN_INPUT, REGENERATE, STRICT, Tier, choose_tier
+from ...parity.contract import GOLDEN_INPUT, REGENERATE, STRICT, Tier
 from .contract import Context
-from ...parity.run import CaseRun, _model_sha, select_cases
+from ...parity.run import CaseRun
 from ...parity.run import worst_arrays as _worst_arrays
 
 CHAINED = ("A.segment", "A.downmix", "A.waveform", "B.mel_db", "C.padded", "X.model_input", "Y.logits", "Y.probs")
@@ -178,55 +178,43 @@ def _check_refusal(case: Case, device: str, tier: Tier, capture: Capture | None 
                    golden_fingerprint=capture.fingerprint if capture else None)
 
 
-def run_parity(golden: Path, model_path: Path | None = None, device: str = "cpu", batch_size: int = 16,
-               progress: Callable[[str], None] | None = None, backend: str = "torch",
-               running: dict | None = None) -> list[CaseRun]:
-    """``port parity``: every selected case and capture, each case with its own legacy model from
-    golden/models unless ``model_path`` (a .pkl or a converted DIR) is given; then only the cases captured
-    from that model (matched by sha256) are run. ``backend`` is ``port detect``'s (torch: the pad-folded
-    eager model; onnx: ``detector.onnx`` of a converted DIR; winograd: ``porting.families.orcahello.winograd``,
-    pad-folded). ``running`` is this machine's fingerprint (default: measured; tests pass a foreign one to force the portable tier)."""
-    from ...parity.fingerprint import machine_fingerprint
+def captured_from(case: Case, model_path: Path) -> bool:
+    """``port parity --model``: the case's pickle sha256 against the model's (a pickle's own, or the one a converted
+    DIR's config.json records); True where the model's is unknown."""
+    from ...golden import file_digest
+    from ...io import files
 
-    running = machine_fingerprint() if running is None else running
-    targets = select_cases(golden)
+    try:
+        if model_path.is_file():
+            sha = file_digest(model_path)["sha256"]
+        else:
+            source = files.read_json(model_path / "config.json", "the model config").get("source") or {}
+            sha = source.get("sha256") if isinstance(source, dict) else None
+    except (PortingError, AttributeError):
+        return True  # the detector's loader says what is wrong, in one line
+    return sha is None or sha == case.meta["model"]["sha256"]
+
+
+def check_captures(captures: list, model_path: Path | None, device: str, batch_size: int, backend: str,
+                   cache: dict) -> list[CaseRun]:
+    """One case, every capture of it (``Family.check_case``): with its own legacy model from golden/models unless
+    ``model_path`` (a .pkl or a converted DIR) is given. The port runs once; each capture is compared in its tier.
+    ``backend`` is ``port detect``'s (torch: the pad-folded eager model; onnx: ``detector.onnx`` of a converted DIR;
+    winograd: ``porting.families.orcahello.winograd``, pad-folded)."""
     if backend not in ("torch", "auto", "winograd") and model_path is None:
         raise GoldenError(f"--backend {backend}: the golden models are pickles; pass --model DIR (converted with "
                           "`port convert --export onnx`) to check that backend")
-    loaded: dict[Path, object] = {}
-    runs = []
-    explicit = None
-    if model_path is not None:
-        model_path = Path(model_path)
-        det = load_detector(model_path, device, backend, batch_size)
-        explicit = (det, _model_sha(model_path, det.config))
-    for name, pairs in targets.items():
-        cases = [(cap, load_case(p)) for cap, p in pairs]
-        first = cases[0][1]
-        if explicit is not None:
-            det, sha = explicit
-            if sha is not None and sha != first.meta["model"]["sha256"]:
-                continue
-        elif first.error:
-            det = None
-        else:
-            mp = first.model_path
-            if mp not in loaded:
-                if not mp.is_file():
-                    raise GoldenError(f"{mp}: model of case {name} is missing; restore the golden store (`port golden verify`)")
-                loaded[mp] = load_detector(mp, device, backend, batch_size)
-            det = loaded[mp]
-        if progress:
-            progress(name)
-        if first.error:
-            runs += [_check_refusal(c, device, choose_tier(cap.fingerprint, running), cap) for cap, c in cases]
-            continue
-        try:
-            actual = port_outputs(first, det)
-        except PortingError:
-            runs += [check_case(c, det, choose_tier(cap.fingerprint, running), cap) for cap, c in cases]
-            continue
-        runs += [compare_case(c, actual, det, choose_tier(cap.fingerprint, running), cap) for cap, c in cases]
-    if not runs:
-        raise GoldenError(f"{golden}: no golden case was captured from {model_path}; pass that model's cases or omit --model")
-    return runs
+    first = captures[0][1]
+    if first.error:
+        return [_check_refusal(c, device, tier, cap) for cap, c, tier in captures]
+    mp = model_path or first.model_path
+    if mp not in cache:
+        if model_path is None and not mp.is_file():
+            raise GoldenError(f"{mp}: model of case {first.name} is missing; restore the golden store (`port golden verify`)")
+        cache[mp] = load_detector(mp, device, backend, batch_size)
+    det = cache[mp]
+    try:
+        actual = port_outputs(first, det)
+    except PortingError:
+        return [check_case(c, det, tier, cap) for cap, c, tier in captures]
+    return [compare_case(c, actual, det, tier, cap) for cap, c, tier in captures]

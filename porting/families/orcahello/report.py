@@ -6,6 +6,25 @@ import numpy as np
 
 from ...family import ReportTraits
 
+# Names of the axes after the window axis, per golden tensor (golden/README.md "Case format").
+AXES: dict[str, tuple[str, ...]] = {
+    "A.segment": ("channel", "sample"),
+    "A.downmix": ("sample",),
+    "A.waveform": ("sample",),
+    "B.mel_db": ("channel", "mel bin", "frame"),
+    "C.padded": ("channel", "mel bin", "frame"),
+    "X.model_input": ("channel", "mel bin", "frame"),
+    "Y.logits": ("class",),
+    "Y.probs": ("class",),
+    "all.logits": ("class",),
+    "all.probs": ("class",),
+    "all.confidence": (),
+    "agg.confidence": (),
+}
+HOP_S = 256 / 20000  # one mel frame of the 20 kHz waveform (README §3), to print frames as seconds
+SPECTRAL = ("B.mel_db", "C.padded", "X.model_input")
+WAVEFORM = ("A.segment", "A.downmix", "A.waveform")
+
 STAGES_DOC = ("Stages: `A.*` decoding/windows, `B.mel_db` mel dB, `C.padded` crop/pad, `X.model_input` after "
               "normalization, `Y.*` model on the stored windows, `all.*` every window, `agg.*` the per-second table "
               "and decisions. `(golden input)` rows feed the stage the golden output of the stage before it, so "
@@ -32,6 +51,21 @@ def mel_centres_hz(n_mels: int) -> tuple[np.ndarray, int] | None:
     return centres, nonzero
 
 
+def describe_location(stage: str, window: int, where) -> str:
+    """``window 35 (35-37 s), mel bin 12, frame 80 (1.024 s into the window)``: window ``i`` covers [i, i + 2] s
+    (README §1); ``agg.*`` rows are seconds of the per-second table."""
+    base = stage.split(" ", 1)[0]  # "B.mel_db (golden input)" -> "B.mel_db"
+    parts = [f"window {window} ({window}-{window + 2} s)" if not base.startswith("agg.") else f"row {window}"]
+    for axis, i in zip(AXES.get(base, tuple(f"dim{k + 1}" for k in range(len(where)))), where):
+        if axis == "channel" and base != "A.segment":
+            continue  # always 0 for the mono spectrogram
+        text = f"{axis} {i}"
+        if axis == "frame":
+            text += f" ({i * HOP_S:.3f} s into the window)"
+        parts.append(text)
+    return ", ".join(parts)
+
+
 def _isolated_inputs(stage: str, run) -> tuple[str, ...]:
     from .parity import ISOLATED
 
@@ -43,4 +77,5 @@ def traits() -> ReportTraits:
     from .frontend.config import FrontendConfig
 
     return ReportTraits(reference="legacy", stages_doc=STAGES_DOC, isolated_inputs=_isolated_inputs,
-                        frontend=FrontendConfig(), mel_centres=mel_centres_hz)
+                        frontend=FrontendConfig(), mel_centres=mel_centres_hz, locate=describe_location,
+                        spectral=SPECTRAL, waveform=WAVEFORM, frame_s=HOP_S)
