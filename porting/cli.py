@@ -23,9 +23,41 @@ app = typer.Typer(
 FLAGS = {
     "out": "--out", "overwrite": "--force", "exports": "--export", "golden": "--golden", "model": "--model",
     "json_out": "--json", "csv_out": "--csv", "report": "--report", "device": "--device", "backend": "--backend",
-    "batch_size": "--batch-size", "threshold": "--threshold", "positive": "--positive", "window_s": "--window-s",
-    "hop_s": "--hop-s", "fbank_backend": "--fbank-backend",
-}
+    "batch_size": "--batch-size", "threshold": "--threshold", "positive": "--positive",
+}  # and every family option's flag (porting.family.Option)
+
+
+def _family_options(command: str):
+    """Every registered family's own options of ``command`` (``porting.family.options_for``) added to a typer
+    command's signature; the command receives them in ``**family_options`` (None: not given) and passes them on.
+    A family shipped as its own package gets its flags in ``port`` without an engine change."""
+    import inspect as _inspect
+
+    from . import family as registry
+
+    def wrap(fn):
+        sig = _inspect.signature(fn, eval_str=True)
+        params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+        taken = {p.name for p in params}
+        for opt in registry.options_for(command):
+            if opt.name not in taken:
+                params.append(_inspect.Parameter(opt.name, _inspect.Parameter.KEYWORD_ONLY, annotation=Optional[opt.type],
+                                                 default=typer.Option(None, opt.flag, help=opt.help)))
+        fn.__signature__ = sig.replace(parameters=params)
+        return fn
+
+    return wrap
+
+
+def _given(options: dict) -> dict:
+    """The family options given on the command line (typer passes None for the others)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _flags() -> dict:
+    from . import family as registry
+
+    return {**FLAGS, **{o.name: o.flag for c in ("convert", "inspect", "detect") for o in registry.options_for(c)}}
 
 
 def _package_version() -> str:
@@ -54,7 +86,7 @@ def _main(
     version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
                                  help="print porting's version and exit"),
 ) -> None:
-    ctx.with_resource(cli_spelling(FLAGS))
+    ctx.with_resource(cli_spelling(_flags()))
 
 
 def _fail(err: Exception) -> None:
@@ -71,6 +103,7 @@ def _run(fn, *args, **kwargs):
 
 
 @app.command()
+@_family_options("convert")
 def convert(
     model: Path = typer.Argument(..., help="learner .pkl (fastai v1 export, fastai v2 Learner, or torch.save'd nn.Module), or a Hugging Face model folder"),
     out: Path = typer.Option(..., "--out", "-o", help="output directory (created; must not exist unless --force)"),
@@ -79,8 +112,7 @@ def convert(
         None, "--export", help="onnx,torchscript,pt2,tflite (comma list), all, or none; default: every available format"),
     golden: Optional[Path] = typer.Option(
         None, "--golden", help="golden store (golden/, or golden/hf for HF folders): also verify the exports on the cases captured from this model"),
-    transformers_semantics: Optional[int] = typer.Option(
-        None, "--transformers-semantics", help="HF models: follow transformers 4.x or 5.x semantics (4|5; default: the transformers_version in the folder's config.json, 4 when absent)"),
+    **family_options,
 ):
     """Read MODEL without executing it, rebuild the network in plain torch, write
     OUT/model.safetensors + OUT/config.json, the exports, parity.json, preprocessor_config.json and (learners)
@@ -97,7 +129,7 @@ def convert(
     _run(check_output_dir, out, "out", exists_ok=force, replace=True)
     formats = _run(parse_formats, export)
     summary = _run(do_convert, model, out, overwrite=force, exports=formats, golden=golden,
-                   log=lambda msg: typer.echo(msg, err=True), strict=False, transformers_semantics=transformers_semantics)
+                   log=lambda msg: typer.echo(msg, err=True), strict=False, **_given(family_options))
     typer.echo(format_summary(summary))
     parity = summary["exports"]
     typer.echo(format_parity(parity))
@@ -106,11 +138,11 @@ def convert(
 
 
 @app.command()
+@_family_options("inspect")
 def inspect(
     model: Path = typer.Argument(..., help="learner .pkl or Hugging Face model folder to look into"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-    transformers_semantics: Optional[int] = typer.Option(
-        None, "--transformers-semantics", help="HF models: follow transformers 4.x or 5.x semantics (4|5; default: the transformers_version in the folder's config.json, 4 when absent)"),
+    **family_options,
 ):
     """Print what a pickle contains (module tree, globals it names, tensors, classes, normalization, what was
     refused), or what an HF model folder holds (architecture from config and keys, labels, tensors,
@@ -121,8 +153,7 @@ def inspect(
 
     _run(check_name, model, "model", MalformedModelError)
     fam = _run(registry.for_model, model, False)
-    options = {"transformers_semantics": transformers_semantics} if transformers_semantics is not None else {}
-    report = _run(fam.inspect, model, **options)
+    report = _run(fam.inspect, model, **_given(family_options))
     if as_json:
         from .summary import strict_json
 
@@ -133,6 +164,7 @@ def inspect(
 
 
 @app.command()
+@_family_options("detect")
 def detect(
     audio: List[Path] = typer.Argument(..., help="recordings: WAV for OrcaHello (2-s windows, 1-s hop); WAV, FLAC or OGG for HF models"),
     model: Path = typer.Option(..., "--model", "-m", help="converted model DIR (from `port convert`), a learner .pkl, or an HF model folder"),
@@ -144,11 +176,7 @@ def detect(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="windows per forward pass (default 32; HF models 16)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="progress bar on stderr"),
     backend: str = typer.Option("auto", "--backend", help="torch; onnx: the verified ONNX model of a converted DIR in onnxruntime (frontend stays torch); winograd: BN folded, fused ReLU/residual, Winograd F(2,3) convolutions from 256 channels (CPU, compiled kernel when built); auto: onnx when it passed verification and runs on CPU, else winograd when it passed, else torch"),
-    window_s: Optional[float] = typer.Option(None, "--window-s", help="HF models: window length in seconds (default: the model's clip length if recorded, else 5)"),
-    hop_s: Optional[float] = typer.Option(None, "--hop-s", help="HF models: hop between window starts in seconds (default: the window length)"),
-    fbank_backend: Optional[str] = typer.Option(None, "--fbank-backend", help="AST models: torchaudio-kaldi (transformers' default when torchaudio imports) or numpy (its fallback); default: what config.json records"),
-    transformers_semantics: Optional[int] = typer.Option(
-        None, "--transformers-semantics", help="HF models: follow transformers 4.x or 5.x semantics (4|5; default: the transformers_version in the folder's config.json, 4 when absent)"),
+    **family_options,
 ):
     """Run a converted classifier on recordings without its original stack.
 
@@ -167,8 +195,8 @@ def detect(
          csv_out=csv_out)
     _run(check_device, device)
     _run(check_backend, backend)
-    det = _run(load_detector, model, device=device, batch_size=batch_size, backend=backend, window_s=window_s,
-               hop_s=hop_s, fbank_backend=fbank_backend, threshold=threshold, transformers_semantics=transformers_semantics)
+    det = _run(load_detector, model, device=device, batch_size=batch_size, backend=backend, threshold=threshold,
+               **_given(family_options))
     positive = _run(check_positive, det, positive)
     typer.echo(f"model {model}: backend {det.backend}, device {det.device}, batch size {det.batch_size}", err=True)
 

@@ -71,7 +71,7 @@ def _formats(exports) -> list[str] | None:
 
 
 def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports: str | list[str] | None = "all",
-            golden: str | Path | None = None, log=None, strict: bool = True, transformers_semantics=None) -> dict:
+            golden: str | Path | None = None, log=None, strict: bool = True, **options) -> dict:
     """Read ``model`` without executing it, rebuild and check the network, write ``out`` atomically.
 
     ``model`` is a source model of a registered family (``porting.family``: a learner pickle, a Hugging Face model
@@ -82,8 +82,8 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     Returns a summary dict (see ``format_summary``; ``exports`` holds parity.json). Raises typed ``PortingError``s;
     when an artifact misses the parity contract, ``out`` is still written (the artifact marked FAILED in
     parity.json) and ``ExportError`` is raised, unless ``strict=False`` (then check ``summary["exports"]["passed"]``).
-    ``transformers_semantics`` (HF folders: 4 or 5) overrides the transformers major whose semantics the port
-    follows (default: the one in the folder's config.json, ``porting.families.hf.semantics``).
+    ``options`` are the family's own (``Family.options``, e.g. ``transformers_semantics=5`` for a Hugging Face
+    folder); None means not given, and a family refuses those it does not take.
     """
     check_name(model, "model", MalformedModelError)
     model, out = Path(model), Path(out)
@@ -93,7 +93,7 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
         raise ExportError(f"{spell('golden', golden)}: not a golden store (no cases/ folder); pass golden/ (learners) "
                           "or golden/hf (Hugging Face folders), or drop the option")
     exports = _formats(exports)
-    options = {"transformers_semantics": transformers_semantics} if transformers_semantics is not None else {}
+    options = {k: v for k, v in options.items() if v is not None}  # None: not given
     fam = registry.for_model(model, converted=False)
     summary = fam.convert(model, lambda fill: _write_atomically(out, overwrite, fill), exports=exports,
                           golden=None if golden is None else Path(golden), log=log, **options)
@@ -131,17 +131,16 @@ def format_summary(summary: dict) -> str:
     )
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu",
-               transformers_semantics=None) -> tuple[torch.nn.Module, dict]:
+def load_model(path: str | Path, device: str | torch.device = "cpu", **options) -> tuple[torch.nn.Module, dict]:
     """``(model, config)`` from a source model (a learner ``.pkl``, an HF folder, ...) or a directory written by
     ``convert``, through its family (``porting.family``).
 
     ``model`` is in eval mode and equals the original (OrcaHello: ``learn.model``, normalization NOT folded in:
     ``config['normalize']`` carries it); the source and the converted folder give bitwise-identical outputs.
-    ``transformers_semantics`` (HF models, 4 or 5): for an HF folder, overrides what its config.json says; a
-    converted folder follows what it was converted with, and a different value is refused (re-convert instead).
+    ``options`` are the family's own (``Family.options``; e.g. ``transformers_semantics``, 4 or 5: for an HF folder,
+    overrides what its config.json says; a converted folder follows what it was converted with, and a different
+    value is refused: re-convert instead).
     """
     path = Path(path)
-    options = {"transformers_semantics": transformers_semantics} if transformers_semantics is not None else {}
-    model, config = registry.for_model(path).load(path, **options)
+    model, config = registry.for_model(path).load(path, **{k: v for k, v in options.items() if v is not None})
     return model.to(device), config

@@ -274,19 +274,17 @@ def _unreadable(path: Path, exc: OSError) -> AudioError:
 
 
 def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int | None = None, backend: str = "auto",
-                  window_s: float | None = None, hop_s: float | None = None, fbank_backend: str | None = None,
-                  threshold: float = 0.5, transformers_semantics=None):
-    """The detector of ``model_path``'s family (``porting.family.Detector``). ``window_s``/``hop_s``/
-    ``fbank_backend``/``transformers_semantics`` are family options (HF models: windows of ``window_s`` every
-    ``hop_s``, the fbank code path, the transformers major followed); a family refuses those it does not take.
+                  threshold: float = 0.5, **options):
+    """The detector of ``model_path``'s family (``porting.family.Detector``). ``options`` are the family's own
+    (``Family.options``; e.g. HF models: windows of ``window_s`` every ``hop_s``, the fbank code path, the
+    transformers major followed); None means not given, and a family refuses those it does not take.
     ``threshold`` decides per-window or per-second calls where the family makes them (legacy's 0.5 by default)."""
     device = check_device(device)
     check_backend(backend)
     threshold = check_threshold(threshold)
     batch_size = check_batch_size(batch_size)
     check_name(model_path, "model", MalformedModelError)
-    options = {k: v for k, v in (("window_s", window_s), ("hop_s", hop_s), ("fbank_backend", fbank_backend),
-                                 ("transformers_semantics", transformers_semantics)) if v is not None}
+    options = {k: v for k, v in options.items() if v is not None}  # None: not given
     return registry.for_model(model_path).detector(Path(model_path), device=device, batch_size=batch_size,
                                                     backend=backend, threshold=threshold, **options)
 
@@ -304,18 +302,14 @@ def detect(
     batch_size: int | None = None,
     backend: str = "auto",
     threshold: float = 0.5,
-    window_s: float | None = None,
-    hop_s: float | None = None,
-    fbank_backend: str | None = None,
     progress: bool = False,
-    transformers_semantics: int | None = None,
+    **options,
 ) -> list:
     """Run the detector on one or many recordings, with ``port detect``'s defaults; a bad file gives a
     ``FileError``, the rest go on. ``model`` is a path (loaded by ``load_detector``) or a loaded detector
-    (then the other options but ``progress`` are its own)."""
+    (then the other options but ``progress`` are its own). ``options``: the family's own (``load_detector``)."""
     det = model if not isinstance(model, (str, Path)) else load_detector(
-        model, device=device, batch_size=batch_size, backend=backend, window_s=window_s, hop_s=hop_s,
-        fbank_backend=fbank_backend, threshold=threshold, transformers_semantics=transformers_semantics)
+        model, device=device, batch_size=batch_size, backend=backend, threshold=threshold, **options)
     if isinstance(paths, (str, Path)):
         paths = [paths]
     return run_many(det, paths, progress=progress)

@@ -67,6 +67,19 @@ class ReportTraits:
     frame_s: float = 0.0  # seconds per spectrogram frame (the spectral stages' hop)
 
 
+@dataclass(frozen=True)
+class Option:
+    """A family's own option: ``port <command> FLAG VALUE`` (and the keyword ``name`` of ``porting.convert``,
+    ``load_model``, ``detect``) reaches the family's ``convert``/``inspect``/``load``/``detector`` as ``name=value``.
+    The CLI adds every registered family's options to its commands; a family refuses the ones it does not take."""
+
+    name: str  # the keyword ("window_s")
+    flag: str  # the command-line flag ("--window-s")
+    type: type  # float, int or str
+    help: str  # one line for ``--help``; say which models it applies to
+    commands: tuple[str, ...] = ("detect",)  # of "convert", "inspect", "detect"
+
+
 @runtime_checkable
 class Detector(Protocol):
     """What ``port detect`` runs: a loaded model plus its family's windows, stages and results."""
@@ -129,6 +142,7 @@ class Family(Protocol):
     backends: tuple[str, ...]  # ``port detect --backend`` values besides auto/torch/onnx
     drawn_stages: tuple[str, ...]  # stages whose worst window a parity report draws
     report: ReportTraits
+    options: tuple[Option, ...]  # its own command-line options (may be empty; ``options_for`` reads them)
 
     def recognise(self, path: Path) -> Claim:
         """Is ``path`` a source model of this family (what ``port convert`` reads)?"""
@@ -200,6 +214,17 @@ def families() -> dict[str, Family]:
             found.setdefault(name, fam)
         _FAMILIES = found
     return _FAMILIES
+
+
+def options_for(command: str) -> list[Option]:
+    """The options every registered family declares for ``command``, one per keyword (the first family's
+    declaration of a shared keyword wins), in registry order."""
+    out: dict[str, Option] = {}
+    for fam in families().values():
+        for opt in getattr(fam, "options", ()):
+            if command in opt.commands:
+                out.setdefault(opt.name, opt)
+    return list(out.values())
 
 
 def register(family: Family) -> Family:

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import toyfamily  # noqa: E402
 
 RATE, WINDOW_S, HOP_S, FRAME = 8000, 0.5, 0.25, 200
+COMMITTED_RN18 = Path(__file__).resolve().parents[1] / "golden" / "models" / "rn18.pkl"
 
 
 def _port(*args):
@@ -107,6 +108,37 @@ def test_a_parity_failure_of_the_toy_family_is_reported(toy, tmp_path):
     torch.save(bad, toy / "weights.pt")
     res = _port("parity", "--golden", store)
     assert res.exit_code == 1 and "Y.logits" in res.output
+
+
+def test_an_installed_family_brings_its_own_cli_option(toy, tmp_path):
+    """Installed the way a third party ships it (an entry point in the ``porting.families`` group, here a dist-info
+    on PYTHONPATH), the toy family's ``--toy-gain`` appears in ``port detect`` and reaches its detector; another
+    family refuses it in one line."""
+    import subprocess
+
+    site = tmp_path / "site"
+    dist = site / "toyfamily-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toyfamily\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[porting.families]\ntoy = toyfamily:FAMILY\n")
+    out = tmp_path / "converted"
+    assert _port("convert", toy, "--out", out, "--export", "none").exit_code == 0
+    wav = _recording(tmp_path / "rec.wav")
+    env = {**__import__("os").environ, "PYTHONPATH": f"{site}:{Path(__file__).resolve().parent}"}
+
+    def port(*args):
+        return subprocess.run([sys.executable, "-m", "porting", *map(str, args)], env=env, capture_output=True,
+                              text=True, timeout=300)
+
+    assert "--toy-gain" in port("detect", "--help").stdout
+    plain = port("detect", wav, "--model", out, "--json", tmp_path / "1.json", "--no-progress")
+    louder = port("detect", wav, "--model", out, "--json", tmp_path / "2.json", "--no-progress", "--toy-gain", "30")
+    assert plain.returncode == 0 and louder.returncode == 0, plain.stderr + louder.stderr
+    p1, p2 = ([w["probs"][1] for w in json.loads((tmp_path / f"{i}.json").read_text())["files"][0]["windows"]]
+              for i in (1, 2))
+    assert len(p1) == len(p2) and max(abs(a - b) for a, b in zip(p1, p2)) > 0.1  # the option reached the detector
+    refused = port("detect", wav, "--model", COMMITTED_RN18, "--toy-gain", "2", "--no-progress")
+    assert refused.returncode != 0 and "--toy-gain" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
 
 
 def test_builtin_families_are_found_without_installed_metadata(monkeypatch):

@@ -61,7 +61,7 @@ class Rule:
     """How one stage is gated: a name for reports, and the per-element tolerance it allows."""
 
     name: str
-    tolerance: Callable[[np.ndarray, "Context"], np.ndarray | float]
+    tolerance: Callable[[np.ndarray, object], np.ndarray | float]  # (expected, the family's comparison context)
 
 
 def _abs(expected, ctx):

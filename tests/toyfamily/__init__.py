@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from porting.errors import GoldenError, MalformedModelError, UnsupportedModelError
+from porting.errors import MalformedModelError, UnsupportedModelError
 from porting.events import window_events
-from porting.family import NO, SURE, Claim, ReportTraits
+from porting.family import NO, SURE, Claim, Option, ReportTraits
 from porting.io import files
 from porting.io.weights import CONFIG_FORMAT, read_converted, write_model
 from porting.schema import check_converted_header
@@ -116,8 +116,9 @@ class ToyResult:
 class ToyDetector:
     csv_layout = "windows"
 
-    def __init__(self, net: ToyNet, config: dict, batch_size: int, backend: str, device: str):
+    def __init__(self, net: ToyNet, config: dict, batch_size: int, backend: str, device: str, gain: float = 1.0):
         self.net, self.config, self.batch_size, self.backend, self.device = net, config, batch_size, backend, device
+        self.gain = gain
         w = config["windows"]
         self.rate, self.window = int(w["sample_rate"]), round(w["window_s"] * w["sample_rate"])
         self.hop = round(w["hop_s"] * w["sample_rate"])
@@ -138,6 +139,7 @@ class ToyDetector:
         """One batch through every stage, by golden name (a partial tail zero-padded to a whole window)."""
         if waveform.shape[1] < self.window:
             waveform = torch.nn.functional.pad(waveform, (0, self.window - waveform.shape[1]))
+        waveform = waveform * self.gain if self.gain != 1.0 else waveform
         probs, logits = self.net(waveform)
         return {"A.waveform": waveform, "F.energy": self.net.energy(waveform), "Y.logits": logits, "Y.probs": probs}
 
@@ -187,6 +189,7 @@ class ToyFamily:
     name = NAME
     title = "toy energy classifiers (tests/toyfamily)"
     backends = ()
+    options = (Option("gain", "--toy-gain", float, "toy models: scale each window by this before scoring (default 1)"),)
     drawn_stages = ()
     report = ReportTraits(reference="numpy", stages_doc="Stages (toy family): `A.waveform`, `F.energy` log frame "
                           "energies, `Y.*` logits and probabilities.", flat_captures=True)
@@ -251,10 +254,11 @@ class ToyFamily:
         return _net(cfg, state), cfg
 
     def detector(self, path: Path, *, device, batch_size, backend, threshold, **options):
+        gain = options.pop("gain", 1.0)
         if options or backend not in ("auto", "torch"):
-            raise UnsupportedModelError(f"{path}: the toy family runs eager torch only, with no options")
+            raise UnsupportedModelError(f"{path}: the toy family runs eager torch only, with no option but --toy-gain")
         net, cfg = self.load(path)
-        return ToyDetector(net, cfg, batch_size or 4, "torch", device)
+        return ToyDetector(net, cfg, batch_size or 4, "torch", device, gain)
 
     def captured_from(self, case, model_path: Path) -> bool:
         return True  # every toy case is run with the model it is given

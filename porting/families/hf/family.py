@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from ...family import FALLBACK, NO, SURE, Claim, ReportTraits
+from ...family import FALLBACK, NO, SURE, Claim, Option, ReportTraits
 
 NAME = "hf"  # config.json's "family" (porting.families.hf.model.FAMILY)
 STAGES_DOC = ("Stages (Hugging Face family, golden computed by transformers): `A.waveform` the recording read and "
@@ -31,8 +31,21 @@ def _isolated_inputs(stage: str, run) -> tuple[str, ...]:
     return tuple(s.stage for s in run.report.stages if s.stage.startswith("F.") and GOLDEN_INPUT not in s.stage)
 
 
+OPTIONS = (
+    Option("window_s", "--window-s", float, "HF models: window length in seconds (default: the model's clip length if "
+           "recorded, else 5)"),
+    Option("hop_s", "--hop-s", float, "HF models: hop between window starts in seconds (default: the window length)"),
+    Option("fbank_backend", "--fbank-backend", str, "AST models: torchaudio-kaldi (transformers' default when "
+           "torchaudio imports) or numpy (its fallback); default: what config.json records"),
+    Option("transformers_semantics", "--transformers-semantics", int, "HF models: follow transformers 4.x or 5.x "
+           "semantics (4|5; default: the transformers_version in the folder's config.json, 4 when absent)",
+           ("convert", "inspect", "detect")),
+)
+
+
 class HuggingFace:
     name = NAME
+    options = OPTIONS
     title = "Hugging Face audio classifiers (wav2vec2, HuBERT, WavLM, SEW-D, AST)"
     backends = ()
     drawn_stages = ()  # the report draws per-window probabilities (CaseRun.probs) instead

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ...errors import MalformedModelError, PortingError, UnsupportedModelError
+from ...errors import MalformedModelError, UnsupportedModelError
 from ...family import FALLBACK, NO, Claim
 from ...outputs import spell
 
@@ -66,15 +66,18 @@ def load_converted(path: Path):
     return build_module(tree, ordered, where), config  # check_input ran when `port convert` wrote it
 
 
-def _no_options(path, options: dict, what: str = "--transformers-semantics applies to Hugging Face model folders only"):
+def _no_options(path, options: dict) -> None:
+    """OrcaHello takes no option of its own: one given (another family's, ``porting.family.Option``) is refused."""
     if options:
-        raise UnsupportedModelError(f"{path}: {what}")
+        names = ", ".join(spell(n) for n in options)
+        raise UnsupportedModelError(f"{path}: {names}: not an option of OrcaHello learners (another family's); drop it")
 
 
 class OrcaHello:
     name = NAME
     title = "OrcaHello learners (fastai 1.0.61 + fastai_audio 0.1 pickles)"
     backends = ("winograd",)
+    options = ()
 
     @property
     def report(self):
@@ -100,8 +103,7 @@ class OrcaHello:
     def inspect(self, path: Path, **options) -> dict:
         from .learner import inspect_pickle
 
-        if options:
-            raise PortingError(f"{path}: --transformers-semantics applies to Hugging Face model folders only")
+        _no_options(path, options)
         return inspect_pickle(path)
 
     def format_inspect(self, report: dict) -> str:
@@ -150,12 +152,12 @@ class OrcaHello:
     def load(self, path: Path, **options):
         if path.is_dir():
             model, config = load_converted(path)
-            _no_options(path, options, "--transformers-semantics applies to Hugging Face models only")
+            _no_options(path, options)
             return model, config
         from .layers import build_model
         from .learner import read_learner
 
-        _no_options(path, options, "--transformers-semantics applies to Hugging Face models only")
+        _no_options(path, options)
         spec = read_learner(path)
         return build_model(spec), make_config(spec)
 
@@ -163,7 +165,7 @@ class OrcaHello:
         from .aggregate import AggregateConfig
         from .detect import Detector
 
-        given = [spell(n) for n in ("window_s", "hop_s", "fbank_backend", "transformers_semantics") if n in options]
+        given = [spell(n) for n in options]
         if given:
             raise UnsupportedModelError(f"{'/'.join(given)}: the OrcaHello detector's frontend is fixed (2-s windows, "
                                         "hop 1 s, golden/README.md §1-§3); drop the option" + ("s" if len(given) > 1 else ""))
