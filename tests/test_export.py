@@ -241,7 +241,8 @@ def test_parity_json_records_every_check(sq_dir, sq_cases):
 
     out, _ = sq_dir
     parity = json.loads((out / "parity.json").read_text())
-    assert parity["format"] == "porting.parity/1" and parity["tolerance"] == TOL and parity["passed"] is True
+    assert parity["format"] == "porting.parity/2" and parity["family"] == "orcahello"
+    assert parity["tolerance"] == TOL and parity["passed"] is True
     from porting.families.orcahello.export.verify import case_label
 
     labels = [case_label(c) for c in sq_cases]

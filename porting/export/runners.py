@@ -111,42 +111,40 @@ class TFLiteRunner:
         return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-PIPELINE_OUTPUTS = ("confidence", "probs", "logits")
-
-
 class ExportedRunner:
-    """A reloaded TorchScript / torch.export artifact on the CPU: ``runner(x) -> {output name: array}``.
+    """A TorchScript or torch.export artifact reloaded on the CPU: ``runner(x) -> {output name: array}``.
 
-    ``load(path)`` returns the callable module; ``loader`` names it in errors. ``kind`` "model" gives
-    ``logits``; "pipeline" gives ``confidence``, ``probs``, ``logits``.
+    ``load(path)`` returns the callable module; ``loader`` names it in errors; ``outputs`` names what it returns,
+    in order (the artifact's declaration).
     """
 
-    def __init__(self, path, kind: str, loader: str, load: Callable[[str], Callable], runtime: str):
+    def __init__(self, path, outputs: tuple[str, ...], loader: str, load: Callable[[str], Callable], runtime: str):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 self.module = load(str(path))
         except Exception as exc:  # torch.jit and torch.export raise several error types of their own
             raise MalformedModelError(f"{path}: {loader} cannot load it ({str(exc).splitlines()[0]}); re-run `port convert`") from exc
-        self.kind = kind
+        self.outputs = tuple(outputs)
         self.runtime = runtime
 
     @torch.inference_mode()
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
         out = self.module(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
-        if self.kind == "model":
-            return {"logits": out.numpy()}
-        return dict(zip(PIPELINE_OUTPUTS, (t.numpy() for t in out)))
+        out = out if isinstance(out, (tuple, list)) else (out,)
+        return dict(zip(self.outputs, (t.numpy() for t in out)))
 
 
-def load_torchscript(path: str | Path, kind: str) -> ExportedRunner:
+def load_torchscript(path: str | Path, outputs: tuple[str, ...]) -> ExportedRunner:
     """The artifact reloaded with ``torch.jit.load`` on the CPU: ``runner(x) -> {output name: array}``."""
-    return ExportedRunner(path, kind, "torch.jit.load", lambda p: torch.jit.load(p, map_location="cpu"), f"torch.jit {torch.__version__} CPU")
+    return ExportedRunner(path, outputs, "torch.jit.load", lambda p: torch.jit.load(p, map_location="cpu"),
+                          f"torch.jit {torch.__version__} CPU")
 
 
-def load_pt2(path: str | Path, kind: str) -> ExportedRunner:
+def load_pt2(path: str | Path, outputs: tuple[str, ...]) -> ExportedRunner:
     """The artifact reloaded with ``torch.export.load`` on the CPU: ``runner(x) -> {output name: array}``."""
-    return ExportedRunner(path, kind, "torch.export.load", lambda p: torch.export.load(p).module(), f"torch.export {torch.__version__} CPU")
+    return ExportedRunner(path, outputs, "torch.export.load", lambda p: torch.export.load(p).module(),
+                          f"torch.export {torch.__version__} CPU")
 
 
 def runtime_versions() -> dict:

@@ -208,8 +208,7 @@ class ToyFamily:
         return f"{report['folder']}: toy model, classes {report['classes']}, {len(report['tensors'])} tensors"
 
     def convert(self, model: Path, write, *, exports, golden, log, **options) -> dict:
-        from porting.export.declared import Artifact, export_artifact
-        from porting.export.runners import runtime_versions
+        from porting.export.declared import Artifact, export_artifact, parity_document
 
         if options:
             raise UnsupportedModelError(f"{model}: {', '.join(options)}: not an option of the toy family")
@@ -232,9 +231,7 @@ class ToyFamily:
                                ("Y.probs", "Y.logits"), {0: "B"}, ["B", window], probes,
                                extra={"config.json": json.dumps(cfg)})
                 arts[art.name] = export_artifact(art, tmp, NAME, log=log)
-            parity = {"format": "porting.parity/2", "family": NAME, "rules": "porting.parity.contract",
-                      "passed": all(a["passed"] for a in arts.values()), "versions": runtime_versions(),
-                      "artifacts": arts}
+            parity = parity_document(NAME, arts, "1e-5 absolute on every output (porting.parity.contract)")
             (tmp / "parity.json").write_text(json.dumps(parity, indent=1) + "\n")
             os.chmod(tmp / "parity.json", 0o644)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ...export.declared import TFLITE_BATCHES, Artifact, check_eager, export_artifact
+from ...export.declared import TFLITE_BATCHES, Artifact, check_eager, export_artifact, parity_document
 from ...parity.contract import STRICT
 from .graph import HFStageGraph
 from .model import FAMILY
@@ -36,7 +36,6 @@ ARTIFACTS = {
     "pt2": ("model.pt2", "pipeline.pt2"),
     "tflite": ("model.tflite", "pipeline.tflite"),
 }
-PARITY_FORMAT = "porting.parity/2"
 
 
 class _Pipeline(torch.nn.Module):
@@ -145,7 +144,6 @@ def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats
     """Export ``formats`` of ``model`` into ``out_dir``, verify each artifact at two input lengths against the eager
     rebuild and, with ``golden`` (an HF golden store), on every stored window of this model's cases; write parity.json."""
     from ...export import require as _require
-    from ...export.runners import runtime_versions
     from ...parity.fingerprint import machine_fingerprint
 
     out_dir = Path(out_dir)
@@ -184,17 +182,10 @@ def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats
             gold = [(k, t) for k, t in windows if (fmt != "tflite" or _whole(t, kind, inputs[0]))
                     and not (kind == "model" and "F.attention_mask" in t and not bool(t["F.attention_mask"].all()))]
             artifacts[name] = export_artifact(art, out_dir, FAMILY, gold, tier, log)
-    parity = {
-        "format": PARITY_FORMAT,
-        "family": FAMILY,
-        "rules": "logits: |d| <= 1e-5 + 1e-5 * max|row|; probabilities: 1e-5 absolute (porting.parity.contract)",
-        "fingerprint": machine_fingerprint(),
-        "passed": all(a["passed"] for a in artifacts.values()),
-        "model": {"file": config["source"]["file"], "sha256": config["source"]["sha256"]},
-        "reference": "the eager rebuild (porting.families.hf), features by porting.families.hf.features",
-        "golden": None if golden is None else {"dir": str(golden), "tier": tier, "windows": [w for w, _ in windows]},
-        "versions": runtime_versions(),
-        "artifacts": artifacts,
-    }
+    parity = parity_document(
+        FAMILY, artifacts, "logits: |d| <= 1e-5 + 1e-5 * max|row|; probabilities: 1e-5 absolute (porting.parity.contract)",
+        model={"file": config["source"]["file"], "sha256": config["source"]["sha256"]},
+        reference="the eager rebuild (porting.families.hf), features by porting.families.hf.features",
+        golden=None if golden is None else {"dir": str(golden), "tier": tier, "windows": [w for w, _ in windows]})
     (out_dir / "parity.json").write_text(json.dumps(parity, indent=1) + "\n")
     return parity

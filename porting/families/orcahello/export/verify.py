@@ -26,12 +26,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ....parity.contract import STRICT
 from ..frontend.config import WindowConfig
 from ..graph import StageGraph
 
 TOLERANCE = 1e-5
 RULES = "logits: |d| <= 1e-5 + 1e-5 * max|row|; probs and confidence: 1e-5 absolute; tiers as in porting.parity.contract"
-PARITY_FORMAT = "porting.parity/1"
+FAMILY = "orcahello"
 PROBE_SEED = 20261122
 PROBE_DESCRIPTION = (
     "4 synthetic 2-s windows at the stage-A rate, quantized to the PCM_16 grid (code/32768) like stage A's "
@@ -110,30 +111,25 @@ def golden_cases_for(config: dict, golden_dir: str | Path) -> list:
     return out
 
 
-def _check(against: str, data: str, output: str, got, want, windows: int, tier, gating: bool = True,
-           note: str | None = None) -> dict:
-    """One row of parity.json: the engine's verdict on one output, with its rule, tier and statistics."""
-    from ....parity.compare import compare_rule
-
-    stage = "Y.logits" if output == "logits" else f"Y.{output}"
-    r = compare_rule(stage, np.asarray(want, dtype=np.float64), np.asarray(got, dtype=np.float64), tier.name)
-    finite = math.isfinite(r.max_abs)
-    row = {
-        "against": against, "data": data, "windows": windows, "output": output,
-        "max_abs_diff": r.max_abs if finite else None, "max_rel": r.max_rel if finite else None,
-        "max_ulps": r.max_ulps if finite else None, "margin": r.margin if finite else None,
-        "rule": r.rule, "tier": tier.name, "tier_reason": tier.why, "tolerance_at_worst": r.tol,
-        "passed": bool(r.passed), "gating": gating,
-    }
-    if note:
-        row["note"] = note
-    return row
-
-
 def case_label(case) -> str:
     """``rn18__x`` for the store's own capture, ``amd-epyc-zen4/rn18__x`` for one under captures/."""
     up = case.dir.parent
     return case.name if up.parent.name != "captures" else f"{up.name}/{case.name}"
+
+
+def golden_windows(cases: list, config: dict) -> list[tuple]:
+    """Each case as one batch of its stored windows for the engine's golden checks: ``(label, tensors, tier)``, the
+    tier that case's capture is held to here (``porting.parity.run.tier_for``)."""
+    from ....parity.run import tier_for
+
+    pos = StageGraph.from_config(config).require_positive()
+    out = []
+    for case in cases:
+        t = case.tensors
+        out.append((case_label(case), {"A.waveform": t["A.waveform"], "X.model_input": t["X.model_input"],
+                                       "Y.logits": t["Y.logits"], "Y.probs": t["Y.probs"],
+                                       "Y.confidence": t["Y.probs"][:, pos]}, tier_for(case)[0]))
+    return out
 
 
 def check_runner(
@@ -145,34 +141,11 @@ def check_runner(
     cases: list,
     gating: bool = True,
 ) -> list[dict]:
-    """All checks of one loaded artifact. ``kind`` is "model" (input: model input) or "pipeline" (input: waveform)."""
-    from ....parity.contract import STRICT, Tier
-    from ....parity.run import tier_for
+    """All checks of one loaded artifact (``kind``: "model", input the model input, or "pipeline", input the
+    waveform) by the engine (``porting.export.declared``): against the eager port on the probe, then every case."""
+    from ....export.declared import check_eager, check_golden
+    from . import declare
 
-    graph = StageGraph.from_config(config)
-    pos = graph.require_positive()
-    rows = []
-    derived = "activation of the artifact's logits, computed outside it (porting.families.orcahello.graph)"
-
-    def compare(against: str, data: str, out: dict, logits, probs, conf, n: int, tier):
-        rows.append(_check(against, data, "logits", out["logits"], logits, n, tier, gating))
-        if kind == "pipeline":
-            rows.append(_check(against, data, "probs", out["probs"], probs, n, tier, gating))
-            rows.append(_check(against, data, "confidence", out["confidence"], conf, n, tier, gating))
-        else:
-            got = graph.confidence(graph.activate(torch.from_numpy(np.asarray(out["logits"], dtype=np.float32)))).numpy()
-            rows.append(_check(against, data, "confidence", got, conf, n, tier, gating, derived))
-
-    here = Tier(STRICT, "the eager port on this machine")
-    x = probe_waveform if kind == "pipeline" else probe["model_input"]
-    out = run(x.numpy())
-    compare("eager", "probe", out, probe["logits"], probe["probs"], probe["confidence"], len(x), here)
-    for case in cases:
-        t = case.tensors
-        x = t["A.waveform"] if kind == "pipeline" else t["X.model_input"]
-        out = run(x.numpy())
-        tier, _ = tier_for(case)
-        compare("golden", case_label(case), out, t["Y.logits"], t["Y.probs"], t["Y.probs"][:, pos], len(x), tier)
-    return rows
-
-
+    art = next(a for a in declare("pt2", torch.nn.Identity(), config, probe, probe_waveform) if a.kind == kind)
+    return (check_eager(art, run, FAMILY, gating)
+            + check_golden(art, run, golden_windows(cases, config), STRICT, FAMILY, gating))
