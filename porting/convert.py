@@ -90,8 +90,8 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
     check_output_dir(out, "out", exists_ok=overwrite, replace=True)  # before reading anything
     check_not_inputs(out, "out", [(model, "model")])  # `--out d --force` on d/m.pkl would delete the source
     if golden is not None and not (Path(golden) / "cases").is_dir():
-        raise ExportError(f"{spell('golden', golden)}: not a golden store (no cases/ folder); pass golden/ (learners) "
-                          "or golden/hf (Hugging Face folders), or drop the option")
+        raise ExportError(f"{spell('golden', golden)}: not a golden store (no cases/ folder); pass the store of this "
+                          "model's family (golden/, golden/hf, ...), or drop the option")
     exports = _formats(exports)
     options = {k: v for k, v in options.items() if v is not None}  # None: not given
     fam = registry.for_model(model, converted=False)
@@ -126,8 +126,7 @@ def format_summary(summary: dict) -> str:
             f"  normalize {summary['normalize']}, activation {summary['activation']}",
             f"  {_n(summary['stubbed'], 'pickle global')} kept as inert records (nothing executed)",
         ]
-        + ([f"  follows transformers {summary['transformers_semantics']['major']}.x semantics "
-            f"({summary['transformers_semantics']['note']})"] if summary.get("transformers_semantics") else [])
+        + [f"  {line}" for line in summary.get("notes", ())]  # the family's own lines
     )
 
 

@@ -106,6 +106,8 @@ class HuggingFace:
             "bytes": int(sum(t.numel() * t.element_size() for t in state.values())), "classes": config["classes"],
             "positive_index": None, "normalize": None, "activation": config["activation"], "stubbed": 0,
             "architecture": spec.architecture, "exports": parity, "transformers_semantics": spec.semantics,
+            "notes": [f"follows transformers {spec.semantics['major']}.x semantics ({spec.semantics['note']})"]
+            if spec.semantics else [],
         }
 
     def load(self, path: Path, transformers_semantics=None):
