@@ -1,4 +1,5 @@
-"""Stream long recordings for the Hugging Face family, sample for sample as ``librosa.load(path, sr=rate)``.
+"""Stream long recordings, sample for sample as ``librosa.load(path, sr=rate)`` (any family whose original stack
+read audio that way: the Hugging Face family, the test family).
 
 The HF audio classifiers were evaluated on ``librosa.load(path, sr=rate)`` (librosa 0.11 defaults:
 ``mono=True``, ``res_type="soxr_hq"``, ``dtype=float32``). librosa decodes the whole file; we read it
