@@ -18,7 +18,7 @@ DETECTOR_FILE = "detector.onnx"
 
 def export_onnx(model: torch.nn.Module, config: dict, out_dir: str | Path) -> list[Path]:
     """Write ``model.onnx``, ``pipeline.onnx`` and (where the model folds) ``detector.onnx``; returns their paths."""
-    from . import build_format
+    from .artifacts import build_format
 
     return build_format("onnx", model, config, out_dir)
 

@@ -144,7 +144,7 @@ def check_runner(
     """All checks of one loaded artifact (``kind``: "model", input the model input, or "pipeline", input the
     waveform) by the engine (``porting.export.declared``): against the eager port on the probe, then every case."""
     from ....export.declared import check_eager, check_golden
-    from . import declare
+    from .artifacts import declare
 
     art = next(a for a in declare("pt2", torch.nn.Identity(), config, probe, probe_waveform) if a.kind == kind)
     return (check_eager(art, run, FAMILY, gating)
