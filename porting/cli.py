@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from . import family as registry  # light (no torch): the commands take every registered family's options
 from .errors import PortingError
 from .outputs import cli_spelling
 
@@ -33,8 +34,6 @@ def _family_options(command: str):
     A family shipped as its own package gets its flags in ``port`` without an engine change."""
     import inspect as _inspect
 
-    from . import family as registry
-
     def wrap(fn):
         sig = _inspect.signature(fn, eval_str=True)
         params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
@@ -49,14 +48,7 @@ def _family_options(command: str):
     return wrap
 
 
-def _given(options: dict) -> dict:
-    """The family options given on the command line (typer passes None for the others)."""
-    return {k: v for k, v in options.items() if v is not None}
-
-
 def _flags() -> dict:
-    from . import family as registry
-
     return {**FLAGS, **{o.name: o.flag for c in ("convert", "inspect", "detect") for o in registry.options_for(c)}}
 
 
@@ -129,7 +121,7 @@ def convert(
     _run(check_output_dir, out, "out", exists_ok=force, replace=True)
     formats = _run(parse_formats, export)
     summary = _run(do_convert, model, out, overwrite=force, exports=formats, golden=golden,
-                   log=lambda msg: typer.echo(msg, err=True), strict=False, **_given(family_options))
+                   log=lambda msg: typer.echo(msg, err=True), strict=False, **registry.given(family_options))
     typer.echo(format_summary(summary))
     parity = summary["exports"]
     typer.echo(format_parity(parity))
@@ -147,13 +139,12 @@ def inspect(
     """Print what a pickle contains (module tree, globals it names, tensors, classes, normalization, what was
     refused), or what an HF model folder holds (architecture from config and keys, labels, tensors,
     preprocessor), without executing anything or writing files."""
-    from . import family as registry
     from .errors import MalformedModelError
     from .outputs import check_name
 
     _run(check_name, model, "model", MalformedModelError)
     fam = _run(registry.for_model, model, False)
-    report = _run(fam.inspect, model, **_given(family_options))
+    report = _run(fam.inspect, model, **registry.given(family_options))
     if as_json:
         from .summary import strict_json
 
@@ -196,7 +187,7 @@ def detect(
     _run(check_device, device)
     _run(check_backend, backend)
     det = _run(load_detector, model, device=device, batch_size=batch_size, backend=backend, threshold=threshold,
-               **_given(family_options))
+               **registry.given(family_options))
     positive = _run(check_positive, det, positive)
     typer.echo(f"model {model}: backend {det.backend}, device {det.device}, batch size {det.batch_size}", err=True)
 

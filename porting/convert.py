@@ -93,7 +93,7 @@ def convert(model: str | Path, out: str | Path, overwrite: bool = False, exports
         raise ExportError(f"{spell('golden', golden)}: not a golden store (no cases/ folder); pass the store of this "
                           "model's family (golden/, golden/hf, ...), or drop the option")
     exports = _formats(exports)
-    options = {k: v for k, v in options.items() if v is not None}  # None: not given
+    options = registry.given(options)
     fam = registry.for_model(model, converted=False)
     summary = fam.convert(model, lambda fill: _write_atomically(out, overwrite, fill), exports=exports,
                           golden=None if golden is None else Path(golden), log=log, **options)
@@ -141,5 +141,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", **options) 
     value is refused: re-convert instead).
     """
     path = Path(path)
-    model, config = registry.for_model(path).load(path, **{k: v for k, v in options.items() if v is not None})
+    model, config = registry.for_model(path).load(path, **registry.given(options))
     return model.to(device), config

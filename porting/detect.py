@@ -284,7 +284,7 @@ def load_detector(model_path: str | Path, device: str = "cpu", batch_size: int |
     threshold = check_threshold(threshold)
     batch_size = check_batch_size(batch_size)
     check_name(model_path, "model", MalformedModelError)
-    options = {k: v for k, v in options.items() if v is not None}  # None: not given
+    options = registry.given(options)
     return registry.for_model(model_path).detector(Path(model_path), device=device, batch_size=batch_size,
                                                     backend=backend, threshold=threshold, **options)
 

@@ -227,6 +227,11 @@ def options_for(command: str) -> list[Option]:
     return list(out.values())
 
 
+def given(options: dict) -> dict:
+    """The family options a caller gave: None means not given (the CLI's default, the API's)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def register(family: Family) -> Family:
     """Add ``family`` for this process (tests, notebooks); installed families use the entry-point group."""
     families()[family.name] = family

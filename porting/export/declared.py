@@ -121,17 +121,10 @@ def build(art: Artifact, path: Path) -> None:
 
 
 def load(art: Artifact, path: Path, resolver: str = "builtin") -> Callable:
-    """The artifact loaded back in its own runtime: ``run(x: ndarray) -> {output: array}`` with ``run.runtime``.
-    ``resolver`` ("builtin" | "xnnpack") only matters for TFLite."""
-    from . import runners
+    """The artifact loaded back in its own runtime (``porting.export.runners.load``)."""
+    from .runners import load as load_format
 
-    if art.fmt == "tflite":
-        return runners.TFLiteRunner(path, resolver=resolver)
-    if art.fmt == "onnx":
-        return runners.OnnxRunner(path)
-    if art.fmt == "torchscript":
-        return runners.load_torchscript(path, art.outputs)
-    return runners.load_pt2(path, art.outputs)
+    return load_format(art.fmt, path, art.outputs, resolver)
 
 
 def by_stage(art: Artifact, got) -> dict:

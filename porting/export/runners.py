@@ -147,6 +147,19 @@ def load_pt2(path: str | Path, outputs: tuple[str, ...]) -> ExportedRunner:
                           f"torch.export {torch.__version__} CPU")
 
 
+def load(fmt: str, path: str | Path, outputs: tuple[str, ...], resolver: str = "builtin") -> Callable:
+    """An artifact of format ``fmt`` loaded back in its own runtime: ``run(x: ndarray) -> {output: array}`` with
+    ``run.runtime``; ``outputs`` names what a TorchScript / torch.export module returns, in order. ``resolver``
+    ("builtin" | "xnnpack") only matters for TFLite."""
+    if fmt == "tflite":
+        return TFLiteRunner(path, resolver=resolver)
+    if fmt == "onnx":
+        return OnnxRunner(path)
+    if fmt == "torchscript":
+        return load_torchscript(path, outputs)
+    return load_pt2(path, outputs)
+
+
 def runtime_versions() -> dict:
     """Versions of everything that produced or ran the artifacts (those installed)."""
     from importlib import metadata

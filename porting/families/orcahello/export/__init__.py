@@ -42,7 +42,7 @@ from ....export import FORMATS, PARITY_NAME, first_line as _first_line, format_p
 from ....export.declared import Artifact
 from ..graph import StageGraph
 from ..winograd import NAME as WINOGRAD  # not a file: rebuilt from model.safetensors at load (port detect --backend)
-from .artifacts import DERIVED, OUTPUTS, _confidence, _io, build_format, declare, stages_of
+from .artifacts import DERIVED, OUTPUTS, _confidence, _io, build_all, declare, stages_of
 
 FAMILY = "orcahello"
 ARTIFACTS = {
@@ -73,21 +73,15 @@ def load_artifact(path: str | Path, resolver: str = "builtin"):
     Classifier artifacts return ``logits``; pipeline artifacts ``confidence``, ``probs``, ``logits``.
     ``resolver`` ("builtin" | "xnnpack") only matters for TFLite.
     """
-    from ....export import runners
+    from ....export.runners import load
 
     path = Path(path)
-    fmt, outputs = _format_of(path), OUTPUTS[_kind(path)]
-    if fmt == "onnx":
-        return runners.OnnxRunner(path)
-    if fmt == "torchscript":
-        return runners.load_torchscript(path, outputs)
-    if fmt == "pt2":
-        return runners.load_pt2(path, outputs)
-    return runners.TFLiteRunner(path, resolver=resolver)
+    return load(_format_of(path), path, OUTPUTS[_kind(path)], resolver)
 
 
 def _exporter(fmt: str) -> Callable:
-    return lambda model, config, out_dir: build_format(fmt, model, config, out_dir)
+    """What writes ``fmt``'s declared artifacts into a folder (a test swaps it for one that fails)."""
+    return build_all
 
 
 class _WinogradRunner:
@@ -151,7 +145,8 @@ def export_all(
     for fmt in formats:
         log(f"exporting {fmt} ...")
         try:
-            paths = _exporter(fmt)(model, config, out_dir)
+            arts = declare(fmt, model, config, probe, probe_wave)
+            paths = _exporter(fmt)(arts, out_dir)
         except PortingError:
             raise
         except Exception as exc:  # exporters raise many error types; the artifact is reported failed
@@ -160,7 +155,7 @@ def export_all(
                 artifacts[name] = {"format": fmt, "passed": False, "error": f"export failed: {_first_line(exc)}"}
             continue
         written = {p.name for p in paths}
-        for art in declare(fmt, model, config, probe, probe_wave):
+        for art in arts:
             if art.name in written:
                 log(f"verifying {art.name} ...")
                 artifacts[art.name] = verify_artifact(art, out_dir / art.name, FAMILY, windows)

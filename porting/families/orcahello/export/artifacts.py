@@ -113,13 +113,18 @@ def declare(fmt: str, model: torch.nn.Module, config: dict, probe: dict | None =
     return arts
 
 
-def build_format(fmt: str, model: torch.nn.Module, config: dict, out_dir: str | Path) -> list[Path]:
-    """Write ``fmt``'s artifacts into ``out_dir`` (``porting.export.declared.build``); returns their paths."""
+def build_all(arts: list[Artifact], out_dir: str | Path) -> list[Path]:
+    """Write the declared ``arts`` into ``out_dir`` (``porting.export.declared.build``); returns their paths."""
     from ....export.declared import build
 
-    require(fmt, f"--export {fmt}")
     paths = []
-    for art in declare(fmt, model, config):
+    for art in arts:
         paths.append(Path(out_dir) / art.name)
         build(art, paths[-1])
     return paths
+
+
+def build_format(fmt: str, model: torch.nn.Module, config: dict, out_dir: str | Path) -> list[Path]:
+    """Write ``fmt``'s artifacts of ``model`` into ``out_dir``; returns their paths."""
+    require(fmt, f"--export {fmt}")
+    return build_all(declare(fmt, model, config), out_dir)
