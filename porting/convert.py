@@ -115,6 +115,13 @@ def failed_artifacts_message(out: Path, parity: dict) -> str:
             f"{', '.join(bad)}; do not deploy them (numbers in parity.json)")
 
 
+def _classes(classes) -> str:
+    """The class list, or its first few and the count where it is long (AudioSet's 527)."""
+    if not isinstance(classes, list) or len(classes) <= 12:
+        return str(classes)
+    return f"{len(classes)}: {', '.join(map(repr, classes[:5]))}, ..., {classes[-1]!r}"
+
+
 def format_summary(summary: dict) -> str:
     """Short human summary printed by ``port convert``."""
     return "\n".join(
@@ -122,7 +129,7 @@ def format_summary(summary: dict) -> str:
             f"converted {summary['source']} ({summary['kind']}, {summary['container']}) -> {summary['out']}",
             f"  {_n(summary['modules'], 'module')}, {_n(summary['tensors'], 'tensor')}, "
             f"{_n(summary['parameters'], 'parameter')}, {_n(summary['bytes'], 'byte')}",
-            f"  classes {summary['classes']}, positive index {summary['positive_index']}",
+            f"  classes {_classes(summary['classes'])}, positive index {summary['positive_index']}",
             f"  normalize {summary['normalize']}, activation {summary['activation']}",
             f"  {_n(summary['stubbed'], 'pickle global')} kept as inert records (nothing executed)",
         ]

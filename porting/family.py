@@ -21,7 +21,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, runtime_checkable
 
-from .errors import MalformedModelError, PortingError
+from .errors import MalformedModelError, PortingError, UnsupportedModelError
 
 if TYPE_CHECKING:  # torch is imported by the families that run models; the registry needs none of it
     import torch
@@ -32,6 +32,7 @@ GROUP = "porting.families"
 BUILTIN = (
     "hf = porting.families.hf.family:FAMILY",
     "orcahello = porting.families.orcahello.family:FAMILY",
+    "panns = porting.families.panns.family:FAMILY",
 )
 
 # Claim strengths: how sure a family is that a path is its own. The strongest claim wins; on a tie, the first family
@@ -230,6 +231,18 @@ def options_for(command: str) -> list[Option]:
 def given(options: dict) -> dict:
     """The family options a caller gave: None means not given (the CLI's default, the API's)."""
     return {k: v for k, v in options.items() if v is not None}
+
+
+def refuse_others(path, family: Family, options: dict) -> None:
+    """One line when ``options`` (keywords the caller gave) hold one ``family`` does not declare: another family's
+    option (``port detect --preset`` on an HF folder) names what to drop instead of a TypeError."""
+    own = {o.name for o in getattr(family, "options", ())}
+    other = [n for n in options if n not in own]
+    if other:
+        flags = {o.name: o.flag for fam in families().values() for o in getattr(fam, "options", ())}
+        names = ", ".join(flags.get(n, n) for n in other)
+        raise UnsupportedModelError(f"{path}: {names}: not an option of {family.title.split(' (')[0]} (another "
+                                    "family's); drop it")
 
 
 def register(family: Family) -> Family:

@@ -113,9 +113,7 @@ def build(art: Artifact, path: Path) -> None:
         else:
             # Dim.AUTO: a named Dim(min, max) on the samples axis is rejected, the exporter cannot prove the
             # guards of the CNN's floor divisions (measured, torch 2.13); AUTO lets it derive them.
-            dims = {0: torch.export.Dim.AUTO}
-            if 1 in axes:
-                dims[1] = torch.export.Dim.AUTO
+            dims = {i: torch.export.Dim.AUTO for i in {0, *axes}}  # every declared axis (a [B, 1, T, M] input: 2)
             program = torch.export.export(module, (example,), dynamic_shapes=(dims,))
             torch.export.save(program, str(path), extra_files=art.extra)
 

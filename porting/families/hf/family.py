@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from ...family import FALLBACK, NO, SURE, Claim, Option, ReportTraits
+from ...family import FALLBACK, NO, SURE, Claim, Option, ReportTraits, refuse_others
 
 NAME = "hf"  # config.json's "family" (porting.families.hf.model.FAMILY)
 STAGES_DOC = ("Stages (Hugging Face family, golden computed by transformers): `A.waveform` the recording read and "
@@ -32,9 +32,9 @@ def _isolated_inputs(stage: str, run) -> tuple[str, ...]:
 
 
 OPTIONS = (
-    Option("window_s", "--window-s", float, "HF models: window length in seconds (default: the model's clip length if "
-           "recorded, else 5)"),
-    Option("hop_s", "--hop-s", float, "HF models: hop between window starts in seconds (default: the window length)"),
+    Option("window_s", "--window-s", float, "window length in seconds (default: the model's clip length where it "
+           "records one, else 5)"),
+    Option("hop_s", "--hop-s", float, "hop between window starts in seconds (default: the window length)"),
     Option("fbank_backend", "--fbank-backend", str, "AST models: torchaudio-kaldi (transformers' default when "
            "torchaudio imports) or numpy (its fallback); default: what config.json records"),
     Option("transformers_semantics", "--transformers-semantics", int, "HF models: follow transformers 4.x or 5.x "
@@ -66,20 +66,22 @@ class HuggingFace:
     def inspect(self, path: Path, **options) -> dict:
         from .folder import inspect_folder
 
-        return inspect_folder(path, *([options["transformers_semantics"]] if options else []))
+        refuse_others(path, self, options)
+        return inspect_folder(path, options.get("transformers_semantics"))
 
     def format_inspect(self, report: dict) -> str:
         from .folder import format_inspect
 
         return format_inspect(report)
 
-    def convert(self, model: Path, write, *, exports, golden, log, transformers_semantics=None) -> dict:
+    def convert(self, model: Path, write, *, exports, golden, log, transformers_semantics=None, **others) -> dict:
         """An HF folder -> the rebuild's (weight-norm folded) safetensors, porting's config.json, the preprocessor,
         the verified artifacts and the model card."""
         from ...io.weights import write_model
         from .folder import PREPROCESSOR, read_hf_folder
         from .model import make_config, model_card, rebuild
 
+        refuse_others(model, self, others)
         spec = read_hf_folder(model, transformers_semantics)
         net, state = rebuild(spec)
         config = make_config(spec, state)
@@ -110,10 +112,11 @@ class HuggingFace:
             if spec.semantics else [],
         }
 
-    def load(self, path: Path, transformers_semantics=None):
+    def load(self, path: Path, transformers_semantics=None, **others):
         from .folder import is_hf_folder
         from .model import check_converted_semantics, load_converted, load_hf
 
+        refuse_others(path, self, others)
         if is_hf_folder(path):
             return load_hf(path, transformers_semantics)
         from ...io.weights import read_converted
@@ -126,9 +129,10 @@ class HuggingFace:
         return model, config
 
     def detector(self, path: Path, *, device: str, batch_size: int | None, backend: str, threshold: float,
-                 window_s=None, hop_s=None, fbank_backend=None, transformers_semantics=None):
+                 window_s=None, hop_s=None, fbank_backend=None, transformers_semantics=None, **others):
         from .detect import HFDetector
 
+        refuse_others(path, self, others)
         return HFDetector.load(path, device=device, backend=backend, window_s=window_s, hop_s=hop_s,
                                fbank_backend=fbank_backend, batch_size=batch_size or 16,
                                transformers_semantics=transformers_semantics)

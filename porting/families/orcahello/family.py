@@ -68,9 +68,9 @@ def load_converted(path: Path):
 
 def _no_options(path, options: dict) -> None:
     """OrcaHello takes no option of its own: one given (another family's, ``porting.family.Option``) is refused."""
-    if options:
-        names = ", ".join(spell(n) for n in options)
-        raise UnsupportedModelError(f"{path}: {names}: not an option of OrcaHello learners (another family's); drop it")
+    from ...family import refuse_others
+
+    refuse_others(path, FAMILY, options)
 
 
 class OrcaHello:

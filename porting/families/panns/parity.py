@@ -1,0 +1,277 @@
+"""Parity of the PANNs family against golden/panns (captured by reference/panns_capture.py running
+audioset_tagging_cnn's model classes with torchlibrosa).
+
+Each case is one model x recording. Its checkpoint is not in the store (CNN14 alone is 320 MB): the store keeps
+the frontend and every 1-D tensor, and ``materialise`` regenerates the conv / linear weights with the harness's
+recipe (``synth``), checks the result against the case's ``state_sha256`` and writes a real PANNs-format checkpoint
+into a private temp dir, which the port then reads like any user's file. Per stored window the port is compared
+twice, with the family's table (``contract``):
+
+* chained, as ``port detect`` runs it: the recording read and windowed by ``porting.io.stream``, the log-mel, bn0,
+  body and head -> ``A.waveform``, ``F.logmel``, ``M.*``, ``Y.*``;
+* isolated: the model fed the golden ``F.logmel`` -> the same ``M.*``/``Y.*`` names with `` (golden input)``.
+
+``all.logits`` / ``all.probs`` hold every window, from the detector's batched run; ``all.decisions`` is
+``prob > 0.5`` per window and class, exact (a golden probability within 1e-5 of 0.5 may flip, and is reported).
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...errors import GoldenError
+from ...golden import Case
+from ...parity.compare import ParityReport, StageResult, compare_exact, compare_rule, merge_windows
+from ...parity.contract import GOLDEN_INPUT, STRICT, Tier
+
+FAMILY = "panns"
+THRESHOLD = 0.5
+
+
+def _store_file(case: Case, name: str) -> Path:
+    p = case.root / "models" / name
+    if not p.is_file():
+        raise GoldenError(f"{p}: missing from the golden store; restore it (git checkout golden/panns)")
+    return p
+
+
+def state_of(case: Case) -> dict:
+    """The case's full state dict (numpy), regenerated and checked against ``state_sha256``."""
+    import json
+
+    from safetensors.numpy import load_file
+
+    from . import synth
+
+    meta = case.meta["model"]
+    recipe = json.loads(_store_file(case, meta["generated"]).read_text())
+    if recipe.get("recipe") != synth.RECIPE:
+        raise GoldenError(f"{case.name}: weights made by {recipe.get('recipe')!r}; this porting regenerates "
+                          f"{synth.RECIPE} only")
+    names = recipe["fixed"] if isinstance(recipe["fixed"], list) else [recipe["fixed"]]  # list: frontend + own 1-D
+    fixed: dict = {}
+    for name in names:
+        part = load_file(str(_store_file(case, name)))
+        twice = sorted(set(part) & set(fixed))
+        if twice:
+            raise GoldenError(f"{case.name}: {twice[0]} is in two of its fixed files ({', '.join(names)})")
+        fixed.update(part)
+    state = synth.generate(recipe["layout"], fixed, int(recipe["seed"]))
+    got = synth.digest(state)
+    if got != meta["state_sha256"]:
+        raise GoldenError(f"{case.name}: regenerated weights have digest {got[:12]}, the capture's {meta['state_sha256'][:12]}"
+                          " (numpy's generator changed?); the goldens cannot be checked with these weights")
+    return state
+
+
+def materialise(case: Case, cache: dict) -> Path:
+    """A PANNs-format checkpoint of the case's model in a private temp dir (one per process, removed at exit)."""
+    from collections import OrderedDict
+
+    key = ("panns-ckpt", case.meta["model"]["state_sha256"])
+    if key not in cache:
+        root = _TMP.get("dir")
+        if root is None:
+            root = _TMP["dir"] = Path(tempfile.mkdtemp(prefix="porting-panns-"))
+            atexit.register(shutil.rmtree, root, True)
+        path = root / case.meta["model"]["file"]
+        if not path.is_file():
+            state = OrderedDict((k, torch.from_numpy(np.array(v, copy=True))) for k, v in state_of(case).items())
+            torch.save({"iteration": 0, "model": state, "sampler": {"indexes": np.arange(4, dtype=np.int64)}}, path)
+        cache[key] = path
+    return cache[key]
+
+
+_TMP: dict = {}
+
+
+class PannsContext:
+    """What the portable tier's error model needs about one window: its golden waveform, the golden's hop and amin
+    (the case's frontend record: a port with another hop is compared with the golden's frames), and the kernels,
+    filterbank and bn0 of the checkpoint both ran."""
+
+    def __init__(self, waveform, net, frontend: dict, input_delta: float = 0.0):
+        self.waveform, self.net, self.input_delta = waveform, net, input_delta
+        self.hop, self.amin = int(frontend["hop_size"]), float(frontend.get("amin", 1e-10))
+        self._cache: dict = {}
+
+    def bounds(self, stage: str, expected):
+        from ...dsp.errormodel import _ulp32, convstft_db_bounds
+
+        if "F.logmel" not in self._cache:
+            st = self.net.spectrogram_extractor.stft
+            self._cache["F.logmel"] = convstft_db_bounds(self.waveform, st.conv_real.weight, st.conv_imag.weight,
+                                                         self.net.logmel_extractor.melW, self.hop, self.amin,
+                                                         self.input_delta)[:, None]  # [1, 1, T, M]
+        tol = self._cache["F.logmel"]
+        if stage == "M.bn0":  # an affine per mel bin: F.logmel's bound times |gamma / sqrt(var + eps)|
+            bn = self.net.bn0
+            tol = tol * (bn.weight.detach().double() / torch.sqrt(bn.running_var.detach().double() + bn.eps)).abs().numpy()
+        return tol + 2.0 * _ulp32(np.asarray(expected, dtype=np.float64))
+
+
+def _cmp(stage, expected, actual, tier: str, ctx, window: int) -> StageResult:
+    return compare_rule(stage, expected, actual, tier, ctx, [window], family=FAMILY)
+
+
+PROPAGATED = "portable tier: vs golden + J*dF, the golden's first-order response to this machine's F.logmel difference"
+
+
+def _propagated(net, gold: dict, actual: dict, cache: dict) -> dict:
+    """Portable tier, chained ``M.*`` and logits: ``golden + J(F_golden) . (F_port - F_golden)`` in float64.
+
+    Why (as the HF family's fbank, ``porting.families.hf.parity._propagated``): on another CPU the conv-STFT's
+    summation order differs, so the chained ``F.logmel`` legitimately moves (within ``convstft_db_bounds``); the
+    original fed those values would move the same way, to first order. Each chained stage after it is then held to
+    its own rule around that prediction; a model bug still moves it off. Empty when the chained log-mel equals the
+    golden one."""
+    from torch.func import jvp
+
+    f_gold, f_port = gold.get("F.logmel"), actual.get("F.logmel")
+    if f_gold is None or f_port is None or f_port.shape != f_gold.shape or torch.equal(f_port.float(), f_gold.float()):
+        return {}
+    if "net64" not in cache:
+        import copy
+
+        cache["net64"] = copy.deepcopy(net).cpu().double().eval()
+    names = [k for k in gold if k.startswith("M.") or k == "Y.logits"]
+
+    def stages(f):
+        out = cache["net64"].stages(logmel=f)
+        return tuple(out[k] for k in names)
+
+    f0 = f_gold.double()
+    with torch.inference_mode(False), torch.no_grad():
+        _, tangent = jvp(stages, (f0,), (f_port.double() - f0,))
+    return {k: (gold[k].double() + t).float() for k, t in zip(names, tangent)}
+
+
+def check_panns_case(case: Case, tier: Tier, model_path: Path | None, device: str = "cpu", batch_size: int = 8,
+                     backend: str = "torch", cache: dict | None = None, capture: str = "golden/panns") -> ParityReport:
+    """Every stage of every stored window of ``case`` plus ``all.*``, in ``tier``. ``backend="onnx"`` runs the
+    logits from ``pipeline.onnx`` of a converted ``model_path`` (``M.*`` stages are then the rebuild's)."""
+    from ...convert import load_model
+    from ...io.stream import iter_windows
+    from .detect import load_detector
+
+    cache = {} if cache is None else cache
+    path = model_path or materialise(case, cache)
+    meta_w = case.meta["windows"]
+    det = load_detector(path, device=device, backend=backend, batch_size=batch_size, window_s=meta_w["window_s"],
+                        hop_s=meta_w["hop_s"])
+    if (det.window_samples, det.hop_samples) != (meta_w["window_samples"], meta_w["hop_samples"]):
+        raise GoldenError(f"{case.name}: window plan {det.window_samples}/{det.hop_samples} samples differs from the "
+                          f"golden's {meta_w['window_samples']}/{meta_w['hop_samples']}")
+    net = det.model if backend == "torch" else load_model(path)[0]
+    net = net.to(device).eval()
+    wanted, chained, index = set(case.stored_windows), {}, 0
+    for batch in iter_windows(case.audio_path, det.sample_rate, det.window_samples, det.hop_samples, batch_size):
+        for row in range(batch.waveforms.shape[0]):
+            if index in wanted:
+                chained[index] = torch.from_numpy(batch.waveforms[row:row + 1].copy())
+            index += 1
+    results: list[StageResult] = []
+    logit_shift: dict = {}
+    for i in case.stored_windows:
+        gold = case.window(i)
+        got_wave = chained.get(i)
+        actual: dict = {"A.waveform": got_wave}
+        delta = 0.0
+        if got_wave is not None and got_wave.shape == gold["A.waveform"].shape:
+            delta = float((got_wave.double() - gold["A.waveform"].double()).abs().max())
+        with torch.inference_mode():
+            if got_wave is not None:
+                actual.update({k: v.float().cpu() for k, v in net.stages(got_wave.to(device)).items()})
+            iso = {k: v.float().cpu() for k, v in net.stages(logmel=gold["F.logmel"].float().to(device)).items()}
+            if backend != "torch":  # the shipped logits are the artifact's: compare those
+                for out, wave in ((actual, got_wave), (iso, gold["A.waveform"])):
+                    if wave is not None:
+                        out["Y.logits"] = det.model(wave.float()).float()
+                        out["Y.probs"] = torch.sigmoid(out["Y.logits"])
+        ctx = PannsContext(gold["A.waveform"], net.cpu() if device != "cpu" else net, case.meta["frontend"], delta)
+        shifted = _propagated(net, gold, actual, cache) if tier.name != STRICT else {}
+        if "Y.logits" in shifted:
+            logit_shift[i] = shifted["Y.logits"].double() - gold["Y.logits"].double()
+        for name, ref in gold.items():
+            got = actual.get(name)
+            if got is None:
+                results.append(StageResult(name, tuple(ref.shape), 0.0, False, float("inf"), float("inf"), float("inf"),
+                                           float("inf"), None, [], "missing from the port's outputs", tier=tier.name,
+                                           family=FAMILY))
+                continue
+            if name in shifted:
+                r = _cmp(name, shifted[name], got, tier.name, ctx, i)
+                results.append(dataclasses.replace(r, note=f"{r.note}; {PROPAGATED}" if r.note else PROPAGATED))
+            else:
+                results.append(_cmp(name, ref, got, tier.name, ctx, i))
+            if name in iso and name != "F.logmel":
+                results.append(_cmp(name + GOLDEN_INPUT, ref, iso[name], tier.name, None, i))
+    run = det.run(case.audio_path)
+    for name, got in (("all.logits", run.logits), ("all.probs", run.probs)):
+        if name not in case.tensors:
+            continue
+        expected = case.tensors[name]
+        if name == "all.logits" and logit_shift and expected.shape == got.shape:
+            expected = expected.double().clone()
+            for i, dz in logit_shift.items():
+                expected[i] += dz[0]
+            r = compare_rule(name, expected.float(), got, tier.name, None, None, family=FAMILY)
+            results.append(dataclasses.replace(r, note=f"{PROPAGATED} (windows {sorted(logit_shift)})"))
+            continue
+        results.append(compare_rule(name, expected, got, tier.name, None, None, family=FAMILY))
+    plan, gold_plan = ({"starts": run.starts, "partial": run.partial},
+                       {"starts": meta_w["starts"], "partial": meta_w["partial"]})
+    if plan != gold_plan:
+        results.append(StageResult("windows", (len(meta_w["starts"]),), 0.0, False, 1.0, 1.0, 1.0, 0.0, None, [],
+                                   f"window plan {plan} != golden {gold_plan}", tier=tier.name, family=FAMILY))
+    if "all.probs" in case.tensors and tuple(case.tensors["all.probs"].shape) == tuple(run.probs.shape):
+        e = case.tensors["all.probs"].double().numpy()
+        a = run.probs.double().numpy()
+        near = (np.abs(e - THRESHOLD) <= 1e-5).ravel().tolist()
+        r = compare_exact("all.decisions", (e > THRESHOLD).ravel().tolist(), (a > THRESHOLD).ravel().tolist(), near)
+        results.append(dataclasses.replace(r, note=f"prob > {THRESHOLD} per window and class; {r.note}", rule="exact",
+                                           tier=tier.name, family=FAMILY))
+    return ParityReport(case.name, str(det.device), merge_windows(results), tier.line(), capture=capture)
+
+
+def check_captures(captures: list, model_path: Path | None, device: str, backend: str, batch_size: int,
+                   cache: dict) -> list:
+    """``Family.check_case``: each capture of one case in its tier."""
+    from ...parity.run import CaseRun
+
+    if backend != "torch" and model_path is None:
+        raise GoldenError(f"--backend {backend}: pass --model DIR (converted with `port convert --export onnx`)")
+    runs = []
+    for cap, case, tier in captures:
+        if case.error:
+            continue
+        label = f"golden/{case.root.name}" if cap.name == "golden" else cap.name
+        report = check_panns_case(case, tier, model_path, device, batch_size, backend, cache, label)
+        runs.append(CaseRun(report, tier=tier, capture=label, golden_fingerprint=cap.fingerprint, family=FAMILY))
+    return runs
+
+
+def captured_from(case: Case, model_path: Path) -> bool:
+    """The same weights: the digest of the tensors a checkpoint or converted folder holds equals the case's."""
+    from ...errors import PortingError
+    from . import synth
+
+    try:
+        if Path(model_path).is_dir():
+            from ...io.weights import WEIGHTS_NAME, read_safetensors
+
+            state = read_safetensors(Path(model_path) / WEIGHTS_NAME, "re-run `port convert`")
+        else:
+            from .reader import read_state
+
+            state = read_state(Path(model_path))[0]
+    except PortingError:
+        return True  # the loader reports what is wrong, in one line
+    return synth.digest({k: v.numpy() for k, v in state.items()}) == case.meta["model"]["state_sha256"]
