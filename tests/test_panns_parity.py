@@ -57,9 +57,9 @@ def test_portable_tier_holds_with_kernels_forced_to_other_isas(isa, tmp_path):
               "from porting.golden import load_case\n"
               "from porting.families.panns.parity import check_panns_case\n"
               "from porting.parity.contract import Tier\n"
-              "out = {}\n"
-              "for p in sys.argv[1:]:\n"
-              "    r = check_panns_case(load_case(p), Tier('portable', 'forced ISA'), None)\n"
+              "out, cache = {}, {}\n"
+              "for p in sys.argv[1:]:\n"  # one cache for every case, as `port parity` shares it
+              "    r = check_panns_case(load_case(p), Tier('portable', 'forced ISA'), None, cache=cache)\n"
               "    out[p] = [r.passed, r.summary() if not r.passed else '',"
               " max(s.margin for s in r.stages)]\n"
               "print(json.dumps(out))\n")

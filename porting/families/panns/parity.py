@@ -124,7 +124,7 @@ def _cmp(stage, expected, actual, tier: str, ctx, window: int) -> StageResult:
 PROPAGATED = "portable tier: vs golden + J*dF, the golden's first-order response to this machine's F.logmel difference"
 
 
-def _propagated(net, gold: dict, actual: dict, cache: dict) -> dict:
+def _propagated(net, gold: dict, actual: dict, cache: dict, key) -> dict:
     """Portable tier, chained ``M.*`` and logits: ``golden + J(F_golden) . (F_port - F_golden)`` in float64.
 
     Why (as the HF family's fbank, ``porting.families.hf.parity._propagated``): on another CPU the conv-STFT's
@@ -137,14 +137,15 @@ def _propagated(net, gold: dict, actual: dict, cache: dict) -> dict:
     f_gold, f_port = gold.get("F.logmel"), actual.get("F.logmel")
     if f_gold is None or f_port is None or f_port.shape != f_gold.shape or torch.equal(f_port.float(), f_gold.float()):
         return {}
-    if "net64" not in cache:
+    key = ("panns-net64", key)  # one float64 copy per model: the cache lives for a whole `port parity` run
+    if key not in cache:
         import copy
 
-        cache["net64"] = copy.deepcopy(net).cpu().double().eval()
+        cache[key] = copy.deepcopy(net).cpu().double().eval()
     names = [k for k in gold if k.startswith("M.") or k == "Y.logits"]
 
     def stages(f):
-        out = cache["net64"].stages(logmel=f)
+        out = cache[key].stages(logmel=f)
         return tuple(out[k] for k in names)
 
     f0 = f_gold.double()
@@ -196,7 +197,7 @@ def check_panns_case(case: Case, tier: Tier, model_path: Path | None, device: st
                         out["Y.logits"] = det.model(wave.float()).float()
                         out["Y.probs"] = torch.sigmoid(out["Y.logits"])
         ctx = PannsContext(gold["A.waveform"], net.cpu() if device != "cpu" else net, case.meta["frontend"], delta)
-        shifted = _propagated(net, gold, actual, cache) if tier.name != STRICT else {}
+        shifted = _propagated(net, gold, actual, cache, str(path)) if tier.name != STRICT else {}
         if "Y.logits" in shifted:
             logit_shift[i] = shifted["Y.logits"].double() - gold["Y.logits"].double()
         for name, ref in gold.items():
