@@ -97,19 +97,21 @@ def _run(fn, *args, **kwargs):
 @app.command()
 @_family_options("convert")
 def convert(
-    model: Path = typer.Argument(..., help="learner .pkl (fastai v1 export, fastai v2 Learner, or torch.save'd nn.Module), or a Hugging Face model folder"),
+    model: Path = typer.Argument(..., help="learner .pkl (fastai v1 export, fastai v2 Learner, or torch.save'd nn.Module), a Hugging Face model folder, or a PANNs checkpoint .pth"),
     out: Path = typer.Option(..., "--out", "-o", help="output directory (created; must not exist unless --force)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output directory"),
     export: Optional[str] = typer.Option(
         None, "--export", help="onnx,torchscript,pt2,tflite (comma list), all, or none; default: every available format"),
     golden: Optional[Path] = typer.Option(
-        None, "--golden", help="golden store (golden/, or golden/hf for HF folders): also verify the exports on the cases captured from this model"),
+        None, "--golden", help="golden store (golden/, golden/hf for HF folders, golden/panns for PANNs checkpoints): also verify the exports on the cases captured from this model"),
     **family_options,
 ):
     """Read MODEL without executing it, rebuild the network in plain torch, write
     OUT/model.safetensors + OUT/config.json, the exports, parity.json, preprocessor_config.json and (learners)
-    a README.md model card, atomically: nothing is left on failure. MODEL is a learner pickle or a Hugging Face
-    model folder (config.json + model.safetensors or pytorch_model.bin + preprocessor_config.json). Every export
+    a README.md model card, atomically: nothing is left on failure. MODEL is a learner pickle, a Hugging Face
+    model folder (config.json + model.safetensors or pytorch_model.bin + preprocessor_config.json) or a PANNs
+    checkpoint (.pth of audioset_tagging_cnn / panns_inference; --preset, --sample-rate, --hop-size where its
+    frontend is not a published one). Every export
     is run in its own runtime and checked by the parity contract (logits: 1e-5 + 1e-5 * max|row|; probabilities:
     1e-5 absolute) against the eager port (HF models: at two input lengths) and, with --golden, every capture of
     this model's golden cases in its tier; exit 1 if any artifact misses it (kept, marked FAILED in parity.json)."""
@@ -132,13 +134,14 @@ def convert(
 @app.command()
 @_family_options("inspect")
 def inspect(
-    model: Path = typer.Argument(..., help="learner .pkl or Hugging Face model folder to look into"),
+    model: Path = typer.Argument(..., help="learner .pkl, Hugging Face model folder or PANNs checkpoint .pth to look into"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
     **family_options,
 ):
     """Print what a pickle contains (module tree, globals it names, tensors, classes, normalization, what was
-    refused), or what an HF model folder holds (architecture from config and keys, labels, tensors,
-    preprocessor), without executing anything or writing files."""
+    refused), what an HF model folder holds (architecture from config and keys, labels, tensors,
+    preprocessor), or a PANNs checkpoint (body, frontend and how it was identified, what else the file holds),
+    without executing anything or writing files."""
     from .errors import MalformedModelError
     from .outputs import check_name
 
@@ -158,7 +161,7 @@ def inspect(
 @_family_options("detect")
 def detect(
     audio: List[Path] = typer.Argument(..., help="recordings: WAV for OrcaHello (2-s windows, 1-s hop); WAV, FLAC or OGG for HF models"),
-    model: Path = typer.Option(..., "--model", "-m", help="converted model DIR (from `port convert`), a learner .pkl, or an HF model folder"),
+    model: Path = typer.Option(..., "--model", "-m", help="converted model DIR (from `port convert`), a learner .pkl, an HF model folder, or a PANNs checkpoint .pth"),
     json_out: Optional[str] = typer.Option(None, "--json", help="write everything as JSON here: per-window outputs, events, and (OrcaHello) the legacy per-second table"),
     csv_out: Optional[str] = typer.Option(None, "--csv", help="write a CSV here: OrcaHello, one row per event (file, start_s, end_s, duration_s, peak_confidence, peak_s, mean_confidence, n_intervals); HF models, one row per window (file, start_s, end_s, partial, label, prob_<label>...)"),
     threshold: float = typer.Option(0.5, "--threshold", min=0.0, max=1.0, help="a second (HF: a window) is in an event when its confidence is > this; OrcaHello's per-second calls use it too (legacy: 0.5)"),
@@ -176,8 +179,10 @@ def detect(
     each with its start, end, peak and mean confidence. Hugging Face models (an HF folder or its `port convert`
     output): per-window logits and probabilities in config.id2label order, windows starting every --hop-s of
     exactly --window-s at the feature extractor's rate (a shorter tail is scored alone and marked partial);
-    events of one label with --positive. Each file is reported as it finishes: its results on stdout, or its
-    error on stderr (the others go on; exit 1 if any failed)."""
+    events of one label with --positive. PANNs taggers (a .pth or its conversion): the same per-window layout
+    with one sigmoid probability per class (AudioSet's 527 labels), 10-s windows by default. Each file is
+    reported as it finishes: its results on stdout, or its error on stderr (the others go on; exit 1 if any
+    failed)."""
     from .detect import FileError, check_backend, check_device, check_positive, load_detector, run_many
     from .outputs import check_output_files, write_text_atomic
     from .summary import detection_csv, detection_payload, format_file, plural
