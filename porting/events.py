@@ -98,7 +98,7 @@ def second_events(submission: Sequence[dict], threshold: float = 0.5) -> list[Ev
 
 
 def window_events(result, label: str, threshold: float = 0.5) -> list[Event]:
-    """Events of an HF result's windows for one label (``result``: ``porting.families.hf.detect.HFFileResult``)."""
+    """Events of one label over a result's windows (``result``: ``porting.scores.WindowScores``)."""
     classes = list(result.classes)
     if label not in classes:
         raise ValueError(f"window_events: {label!r} is not one of the model's labels {classes}")

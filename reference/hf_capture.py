@@ -31,13 +31,15 @@ import datetime as _dt
 import hashlib
 import importlib.util
 import json
-import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness_common.py beside this file
+from harness_common import TooShort, window_plan, window_priority  # noqa: E402
+from harness_common import atomic_write as _atomic_write, hann_burst as _hann_burst  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -58,12 +60,6 @@ AST_FRAME_S = 0.010  # ASTFeatureExtractor frames every 160 samples (10 ms) at 1
 
 
 # ------------------------------------------------------------------------------------------ audio
-
-
-def _hann_burst(t: np.ndarray, t0: float, dur: float, f: float, amp: float) -> np.ndarray:
-    u = (t - t0) / dur
-    env = np.where((u >= 0) & (u <= 1), 0.5 - 0.5 * np.cos(2 * np.pi * np.clip(u, 0, 1)), 0.0)
-    return amp * env * np.sin(2 * np.pi * f * (t - t0))
 
 
 def _chirp(t: np.ndarray, f0: float, f1: float, dur: float, amp: float) -> np.ndarray:
@@ -140,46 +136,6 @@ def write_recording(name: str, out_dir: Path) -> Path:
 # ---------------------------------------------------------------------------------------- windows
 
 
-class TooShort(ValueError):
-    """The recording holds fewer samples than one window: a per-window loop scores nothing."""
-
-
-def window_plan(n: int, window_samples: int, hop_samples: int) -> dict:
-    """Full windows at k*H while k*H + W <= n; then, if samples remain after the last full window's end,
-    one PARTIAL window at the next k*H holding the rest, scored alone at its own length only when it holds
-    at least W//2 samples (else those samples are left unscored)."""
-    W, H = window_samples, hop_samples
-    starts, k = [], 0
-    while k * H + W <= n:
-        starts.append(k * H)
-        k += 1
-    if not starts:
-        raise TooShort(f"recording holds {n} samples at {SR} Hz, fewer than one {W}-sample window")
-    lengths, partial = [W] * len(starts), [False] * len(starts)
-    last_end = starts[-1] + W
-    unscored, unscored_start = 0, None
-    if n > last_end:
-        ts = k * H
-        if n - ts >= W // 2:
-            starts.append(ts)
-            lengths.append(n - ts)
-            partial.append(True)
-        else:
-            unscored, unscored_start = n - last_end, last_end
-    return {"starts": starts, "lengths": lengths, "partial": partial,
-            "unscored_tail_samples": unscored, "unscored_tail_start": unscored_start}
-
-
-def window_priority(partial: list[bool]) -> list[int]:
-    """Windows worth storing, in order: window 0 (start edge), the last full window, the partial tail."""
-    full = [i for i, p in enumerate(partial) if not p]
-    out: list[int] = []
-    for i in [0, full[-1]] + [i for i, p in enumerate(partial) if p]:
-        if i not in out:
-            out.append(i)
-    return out
-
-
 def select_windows(partial: list[bool], window_bytes: dict[int, int], fixed_bytes: int, max_bytes: int | None) -> list[int]:
     """``stored_windows``: ``window_priority`` taken in order while the tensor payload (``fixed_bytes`` of the
     ``all.*`` tensors + each stored window's tensors) fits ``max_bytes`` (None: no budget); ascending."""
@@ -200,20 +156,6 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------------------ the capture
@@ -400,7 +342,7 @@ def capture(store: Path, model_name: str, rec: str, variant: str | None, capture
         wmeta = {"window_s": window_s, "hop_s": hop_s, "window_samples": W, "hop_samples": H,
                  "resampled_samples": int(y.shape[0])}
         try:
-            plan = window_plan(int(y.shape[0]), W, H)
+            plan = window_plan(int(y.shape[0]), W, H, SR)
         except TooShort as exc:
             meta["windows"] = {**wmeta, "starts": [], "lengths": [], "partial": [], "unscored_tail_samples": int(y.shape[0])}
             meta["labels"] = labels

@@ -226,6 +226,12 @@ def compare_rule(stage: str, expected, actual, tier: str, ctx=None, windows: Seq
     return res if family is None else replace(res, family=family)
 
 
+def missing_stage(stage: str, shape, tier: str, family: str | None = None) -> StageResult:
+    """A golden stage the port did not produce: failed, infinitely far."""
+    return StageResult(stage, tuple(shape), 0.0, False, math.inf, math.inf, math.inf, math.inf, None, [],
+                       "missing from the port's outputs", tier=tier, family=family or "")
+
+
 def compare_exact(stage: str, expected: Sequence, actual: Sequence, tolerated: Sequence[bool] | None = None) -> StageResult:
     """Integer/boolean results (local/global predictions) must be equal. ``tolerated[i]`` excuses a
     mismatch whose golden confidence lies within 1e-5 of the threshold (a legitimate flip)."""
@@ -296,8 +302,7 @@ def compare(
     for name in names:
         ref = expected[name.removesuffix(GOLDEN_INPUT)]  # "<stage> (golden input)" is held to the golden <stage>
         if name not in actual:
-            out.append(StageResult(name, tuple(np.shape(_as64(ref))), 0.0, False, math.inf, math.inf, math.inf,
-                                   math.inf, None, [], "missing from the port's outputs", tier=tier))
+            out.append(missing_stage(name, np.shape(_as64(ref)), tier))
             continue
         per_window = not (name.startswith("all.") or name.startswith("agg."))
         out.append(compare_rule(name, ref, actual[name], tier, ctx, stored_windows if per_window else None, family))

@@ -17,32 +17,12 @@ import torch
 
 from ...errors import UnsupportedModelError
 from ...outputs import spell
+from ...scores import WindowScores
 from .graph import HFStageGraph
 
 
-@dataclass
-class HFFileResult:
-    """Per-window outputs of one recording (rows in window order, columns in ``classes`` order)."""
-
-    path: Path
-    classes: tuple[str, ...]
-    sample_rate: int
-    starts: list[int]  # first sample of each window, at ``sample_rate``
-    lengths: list[int]
-    partial: list[bool]
-    logits: torch.Tensor  # [W, K] float32
-    probs: torch.Tensor  # [W, K] float32
-    unscored_tail_samples: int = 0
-
-    def to_dict(self) -> dict:
-        rate = self.sample_rate
-        rows = []
-        for s, n, part, lg, pr in zip(self.starts, self.lengths, self.partial, self.logits.tolist(), self.probs.tolist()):
-            top = max(range(len(pr)), key=pr.__getitem__)
-            rows.append({"start_s": s / rate, "end_s": (s + n) / rate, "partial": part, "label": self.classes[top],
-                         "logits": lg, "probs": pr})
-        return {"file": str(self.path), "n_windows": len(rows), "labels": list(self.classes),
-                "unscored_tail_s": self.unscored_tail_samples / rate, "windows": rows}
+class HFFileResult(WindowScores):
+    """Per-window outputs of one recording (``porting.scores.WindowScores``) and its terminal line."""
 
     def summary_line(self) -> str:
         counts: dict[str, int] = {}
@@ -53,12 +33,6 @@ class HFFileResult:
         from ...summary import plural
 
         return f"{self.path}: {plural(n, 'window')} ({sum(self.partial)} partial); top label per window: {top}"
-
-    def events_for(self, threshold: float, positive: str | None):
-        """The stretches of windows whose ``positive`` probability is above ``threshold`` (none unless named)."""
-        from ...events import window_events
-
-        return None if positive is None else window_events(self, positive, threshold)
 
     def headline(self, threshold: float, positive: str | None) -> tuple[str, str]:
         return self.summary_line(), f"{positive} > {threshold:g}"

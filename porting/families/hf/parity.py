@@ -21,7 +21,7 @@ import numpy as np
 
 from ...errors import GoldenError
 from ...golden import Case
-from ...parity.compare import ParityReport, StageResult, compare_rule, merge_windows
+from ...parity.compare import ParityReport, StageResult, compare_rule, merge_windows, missing_stage
 from ...parity.contract import GOLDEN_INPUT, STRICT, Tier
 
 FAMILY = "hf"
@@ -109,9 +109,7 @@ def check_hf_case(case: Case, tier: Tier, model_path: str | Path | None = None, 
         for name, ref in gold.items():
             got = actual.get(name)
             if got is None:
-                results.append(StageResult(name, tuple(ref.shape), 0.0, False, float("inf"), float("inf"), float("inf"),
-                                           float("inf"), None, [], "missing from the port's outputs", tier=tier.name,
-                                           family=FAMILY))
+                results.append(missing_stage(name, ref.shape, tier.name, FAMILY))
                 continue
             if name in shifted:
                 results.append(_noted(_cmp(name, shifted[name], got, tier.name, ctx, i), PROPAGATED))

@@ -20,39 +20,15 @@ import torch
 
 from ...errors import UnsupportedModelError
 from ...outputs import spell
+from ...scores import WindowScores
 
 DEFAULT_WINDOW_S = 10.0
 TOP = 3  # labels named per file in the terminal line
 
 
-@dataclass
-class PannsResult:
-    """Per-window outputs of one recording (rows in window order, columns in ``classes`` order)."""
-
-    path: Path
-    classes: tuple[str, ...]
-    sample_rate: int
-    starts: list[int]
-    lengths: list[int]
-    partial: list[bool]
-    logits: torch.Tensor  # [W, K]
-    probs: torch.Tensor  # [W, K] sigmoid: independent per class (multi-label)
-    unscored_tail_samples: int = 0
-
-    def to_dict(self) -> dict:
-        rate, rows = self.sample_rate, []
-        for s, n, part, lg, pr in zip(self.starts, self.lengths, self.partial, self.logits.tolist(), self.probs.tolist()):
-            top = max(range(len(pr)), key=pr.__getitem__)
-            rows.append({"start_s": s / rate, "end_s": (s + n) / rate, "partial": part, "label": self.classes[top],
-                         "logits": lg, "probs": pr})
-        return {"file": str(self.path), "n_windows": len(rows), "labels": list(self.classes),
-                "unscored_tail_s": self.unscored_tail_samples / rate, "windows": rows}
-
-    def events_for(self, threshold: float, positive: str | None):
-        """The stretches of windows whose ``positive`` probability is above ``threshold`` (none unless named)."""
-        from ...events import window_events
-
-        return None if positive is None else window_events(self, positive, threshold)
+class PannsResult(WindowScores):
+    """Per-window outputs of one recording (``porting.scores.WindowScores``; probabilities are independent sigmoids:
+    multi-label) and its terminal line: the classes with the highest peaks."""
 
     def headline(self, threshold: float, positive: str | None) -> tuple[str, str]:
         from ...summary import plural
