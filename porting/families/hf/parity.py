@@ -13,7 +13,6 @@ as OrcaHello (``compare_rule(..., family="hf")``):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -21,8 +20,9 @@ import numpy as np
 
 from ...errors import GoldenError
 from ...golden import Case
-from ...parity.compare import ParityReport, StageResult, compare_rule, merge_windows, missing_stage
-from ...parity.contract import GOLDEN_INPUT, STRICT, Tier
+from ...parity.compare import ParityReport, StageResult, merge_windows
+from ...parity.contract import STRICT, Tier
+from ...parity.windowed import compare_all, compare_plan, compare_window, differs, first_order
 
 FAMILY = "hf"
 
@@ -47,10 +47,6 @@ class HFContext:
             tol = fbank_bounds(self.waveform, self.feature_config, self.input_delta)[None]
             self._cache[stage] = tol + 2.0 * _ulp32(np.asarray(expected, dtype=np.float64))
         return self._cache[stage]
-
-
-def _cmp(stage: str, expected, actual, tier: str, ctx, window: int) -> StageResult:
-    return compare_rule(stage, expected, actual, tier, ctx, [window], family=FAMILY)
 
 
 def check_hf_case(case: Case, tier: Tier, model_path: str | Path | None = None, device: str = "cpu",
@@ -106,39 +102,16 @@ def check_hf_case(case: Case, tier: Tier, model_path: str | Path | None = None, 
         shifted = _propagated(model, gold, actual, cache) if tier.name != STRICT else {}
         if "Y.logits" in shifted:
             logit_shift[i] = shifted["Y.logits"].double() - gold["Y.logits"].double()
-        for name, ref in gold.items():
-            got = actual.get(name)
-            if got is None:
-                results.append(missing_stage(name, ref.shape, tier.name, FAMILY))
-                continue
-            if name in shifted:
-                results.append(_noted(_cmp(name, shifted[name], got, tier.name, ctx, i), PROPAGATED))
-            else:
-                results.append(_cmp(name, ref, got, tier.name, ctx, i))
-            if name != "A.waveform" and name in iso:
-                results.append(_cmp(name + GOLDEN_INPUT, ref, iso[name], tier.name, ctx_iso, i))
+        results += compare_window(gold, actual, iso, shifted, tier.name, i, FAMILY, ctx, ctx_iso)
 
     run = det.run(case.audio_path)
     if keep is not None and "all.probs" in case.tensors:  # for the report's probabilities-vs-time figure
         rate = float(meta_w["window_samples"]) / float(meta_w["window_s"])
         keep["probs"] = (np.asarray(case.tensors["all.probs"]), run.probs.numpy(), list(case.meta.get("labels") or []),
                          np.asarray(meta_w["starts"], dtype=np.float64) / rate)
-    for name, got in (("all.logits", run.logits), ("all.probs", run.probs)):
-        if name in case.tensors:
-            expected = case.tensors[name]
-            if name == "all.logits" and logit_shift and expected.shape[0] == got.shape[0]:
-                expected = expected.double().clone()
-                for i, dz in logit_shift.items():
-                    expected[i] += dz[0]
-                r = compare_rule(name, expected.float(), got, tier.name, None, None, family=FAMILY)
-                results.append(_noted(r, f"{PROPAGATED} (windows {sorted(logit_shift)}; the others as captured)"))
-                continue
-            results.append(compare_rule(name, expected, got, tier.name, None, None, family=FAMILY))
-    plan = {"starts": run.starts, "partial": run.partial}
-    gold_plan = {"starts": meta_w["starts"], "partial": meta_w["partial"]}
-    if plan != gold_plan:
-        results.append(StageResult("windows", (len(meta_w["starts"]),), 0.0, False, 1.0, 1.0, 1.0, 0.0, None, [],
-                                   f"window plan {plan} != golden {gold_plan}", tier=tier.name, family=FAMILY))
+    results += compare_all(case.tensors, {"all.logits": run.logits, "all.probs": run.probs}, logit_shift, tier.name,
+                           FAMILY)
+    results += compare_plan(run, meta_w, tier.name, FAMILY)
     decisions_e = np.asarray(case.tensors["all.probs"]).argmax(-1) if "all.probs" in case.tensors else None
     if decisions_e is not None:
         decisions_a = run.probs.numpy().argmax(-1)
@@ -147,13 +120,6 @@ def check_hf_case(case: Case, tier: Tier, model_path: str | Path | None = None, 
         results.append(StageResult("all.label", (len(decisions_e),), 0.0, not bad, float(bool(bad)), 0.0, 0.0, 0.0,
                                    None, [], note, rule="exact", tier=tier.name, family=FAMILY))
     return ParityReport(case.name, str(det.device), merge_windows(results), tier.line(), capture=capture)
-
-
-PROPAGATED = "portable tier: vs golden + J*dF, the golden's first-order response to this machine's F difference"
-
-
-def _noted(r: StageResult, text: str) -> StageResult:
-    return dataclasses.replace(r, note=f"{r.note}; {text}" if r.note else text)
 
 
 def _propagated(model, gold: dict, actual: dict, cache: dict) -> dict:
@@ -175,11 +141,9 @@ def _propagated(model, gold: dict, actual: dict, cache: dict) -> dict:
     Probabilities, confidences, decisions and every golden-input stage are compared with the golden unshifted: the
     contract's "everywhere" rules (1e-5 absolute, exact) and the port-vs-original check on identical input. Empty
     when the chained F equal the golden ones: nothing to propagate."""
-    import torch
-    from torch.func import jvp
+    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    f_gold, f_port = gold.get("F.input_values"), actual.get("F.input_values")
-    if f_gold is None or f_port is None or f_port.shape != f_gold.shape or torch.equal(f_port.float(), f_gold.float()):
+    if not differs(gold.get("F.input_values"), actual.get("F.input_values")):
         return {}
     if "model" not in cache:
         import copy
@@ -187,18 +151,9 @@ def _propagated(model, gold: dict, actual: dict, cache: dict) -> dict:
         cache["model"] = copy.deepcopy(model).cpu().double().eval()
     m64, mask = cache["model"], gold.get("F.attention_mask")
     names = [k for k in gold if k.startswith("M.") or k == "Y.logits"]
-
-    def stages(f):
-        out = m64.stages(f, mask)
-        return tuple(out[k] for k in names)
-
-    f0 = f_gold.double()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     # the math attention kernel: the fused CPU one has no forward-mode derivative
-    with torch.inference_mode(False), torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
-        _, tangent = jvp(stages, (f0,), (f_port.double().cpu() - f0,))
-    return {k: (gold[k].double() + t).float() for k, t in zip(names, tangent)}
+    with sdpa_kernel([SDPBackend.MATH]):
+        return first_order(lambda f: m64.stages(f, mask), gold["F.input_values"], actual["F.input_values"], gold, names)
 
 
 def check_captures(captures: list, model_path: Path | None, device: str, backend: str) -> list:

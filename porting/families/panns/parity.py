@@ -28,8 +28,9 @@ import torch
 
 from ...errors import GoldenError
 from ...golden import Case
-from ...parity.compare import ParityReport, StageResult, compare_exact, compare_rule, merge_windows, missing_stage
-from ...parity.contract import GOLDEN_INPUT, STRICT, Tier
+from ...parity.compare import ParityReport, StageResult, compare_exact, merge_windows
+from ...parity.contract import STRICT, Tier
+from ...parity.windowed import compare_all, compare_plan, compare_window, differs, first_order
 
 FAMILY = "panns"
 THRESHOLD = 0.5
@@ -117,25 +118,11 @@ class PannsContext:
         return tol + 2.0 * _ulp32(np.asarray(expected, dtype=np.float64))
 
 
-def _cmp(stage, expected, actual, tier: str, ctx, window: int) -> StageResult:
-    return compare_rule(stage, expected, actual, tier, ctx, [window], family=FAMILY)
-
-
-PROPAGATED = "portable tier: vs golden + J*dF, the golden's first-order response to this machine's F.logmel difference"
-
-
 def _propagated(net, gold: dict, actual: dict, cache: dict, key) -> dict:
-    """Portable tier, chained ``M.*`` and logits: ``golden + J(F_golden) . (F_port - F_golden)`` in float64.
-
-    Why (as the HF family's fbank, ``porting.families.hf.parity._propagated``): on another CPU the conv-STFT's
-    summation order differs, so the chained ``F.logmel`` legitimately moves (within ``convstft_db_bounds``); the
-    original fed those values would move the same way, to first order. Each chained stage after it is then held to
-    its own rule around that prediction; a model bug still moves it off. Empty when the chained log-mel equals the
-    golden one."""
-    from torch.func import jvp
-
-    f_gold, f_port = gold.get("F.logmel"), actual.get("F.logmel")
-    if f_gold is None or f_port is None or f_port.shape != f_gold.shape or torch.equal(f_port.float(), f_gold.float()):
+    """Portable tier, chained ``M.*`` and logits around ``golden + J dF`` (``porting.parity.windowed``): on another
+    CPU the conv-STFT sums in another order, so the chained ``F.logmel`` legitimately moves (within
+    ``convstft_db_bounds``), and the original fed those values would move the same way, to first order."""
+    if not differs(gold.get("F.logmel"), actual.get("F.logmel")):
         return {}
     key = ("panns-net64", key)  # one float64 copy per model: the cache lives for a whole `port parity` run
     if key not in cache:
@@ -143,15 +130,7 @@ def _propagated(net, gold: dict, actual: dict, cache: dict, key) -> dict:
 
         cache[key] = copy.deepcopy(net).cpu().double().eval()
     names = [k for k in gold if k.startswith("M.") or k == "Y.logits"]
-
-    def stages(f):
-        out = cache[key].stages(logmel=f)
-        return tuple(out[k] for k in names)
-
-    f0 = f_gold.double()
-    with torch.inference_mode(False), torch.no_grad():
-        _, tangent = jvp(stages, (f0,), (f_port.double() - f0,))
-    return {k: (gold[k].double() + t).float() for k, t in zip(names, tangent)}
+    return first_order(lambda f: cache[key].stages(logmel=f), gold["F.logmel"], actual["F.logmel"], gold, names)
 
 
 def check_panns_case(case: Case, tier: Tier, model_path: Path | None, device: str = "cpu", batch_size: int = 8,
@@ -200,36 +179,11 @@ def check_panns_case(case: Case, tier: Tier, model_path: Path | None, device: st
         shifted = _propagated(net, gold, actual, cache, str(path)) if tier.name != STRICT else {}
         if "Y.logits" in shifted:
             logit_shift[i] = shifted["Y.logits"].double() - gold["Y.logits"].double()
-        for name, ref in gold.items():
-            got = actual.get(name)
-            if got is None:
-                results.append(missing_stage(name, ref.shape, tier.name, FAMILY))
-                continue
-            if name in shifted:
-                r = _cmp(name, shifted[name], got, tier.name, ctx, i)
-                results.append(dataclasses.replace(r, note=f"{r.note}; {PROPAGATED}" if r.note else PROPAGATED))
-            else:
-                results.append(_cmp(name, ref, got, tier.name, ctx, i))
-            if name in iso and name != "F.logmel":
-                results.append(_cmp(name + GOLDEN_INPUT, ref, iso[name], tier.name, None, i))
+        results += compare_window(gold, actual, iso, shifted, tier.name, i, FAMILY, ctx)
     run = det.run(case.audio_path)
-    for name, got in (("all.logits", run.logits), ("all.probs", run.probs)):
-        if name not in case.tensors:
-            continue
-        expected = case.tensors[name]
-        if name == "all.logits" and logit_shift and expected.shape == got.shape:
-            expected = expected.double().clone()
-            for i, dz in logit_shift.items():
-                expected[i] += dz[0]
-            r = compare_rule(name, expected.float(), got, tier.name, None, None, family=FAMILY)
-            results.append(dataclasses.replace(r, note=f"{PROPAGATED} (windows {sorted(logit_shift)})"))
-            continue
-        results.append(compare_rule(name, expected, got, tier.name, None, None, family=FAMILY))
-    plan, gold_plan = ({"starts": run.starts, "partial": run.partial},
-                       {"starts": meta_w["starts"], "partial": meta_w["partial"]})
-    if plan != gold_plan:
-        results.append(StageResult("windows", (len(meta_w["starts"]),), 0.0, False, 1.0, 1.0, 1.0, 0.0, None, [],
-                                   f"window plan {plan} != golden {gold_plan}", tier=tier.name, family=FAMILY))
+    results += compare_all(case.tensors, {"all.logits": run.logits, "all.probs": run.probs}, logit_shift, tier.name,
+                           FAMILY)
+    results += compare_plan(run, meta_w, tier.name, FAMILY)
     if "all.probs" in case.tensors and tuple(case.tensors["all.probs"].shape) == tuple(run.probs.shape):
         e = case.tensors["all.probs"].double().numpy()
         a = run.probs.double().numpy()
