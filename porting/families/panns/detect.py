@@ -1,13 +1,13 @@
 """``port detect`` for PANNs taggers: a long recording -> windows at the model's rate -> log-mel -> body -> the
 sigmoid of every AudioSet (or other) class per window, batched and streamed.
 
-Windows: PANNs clips are scored whole, at any length the body takes (at least 32 frames), so a recording is cut
-into windows of ``--window-s`` (default 10 s: AudioSet's clip length, what the published models were trained on)
-every ``--hop-s`` (default: the window), read as ``librosa.load(path, sr=rate)`` reads it (``porting.io.stream``);
-the tail rule is the HF family's (``stream.plan_windows``: a last window of at least half a window scored alone at
-its own length, marked partial). Every op is per clip in eval, so a window's outputs do not depend on its batch
-(reference/panns/README.md, trap 7); ``top_db`` is None in every PANNs model, so the batch-wide ``.max()`` of
-torchlibrosa never runs.
+Windows: PANNs clips are scored whole, at any length the body takes (2**poolings frames: CNN14 and the MobileNets
+32, CNN10/6 16), so a recording is cut into windows of ``--window-s`` (default 10 s: AudioSet's clip length, what
+the published models were trained on) every ``--hop-s`` (default: the window), read as
+``librosa.load(path, sr=rate)`` reads it (``porting.io.stream``); the tail rule is the HF family's
+(``stream.plan_windows``: a last window of at least half a window scored alone at its own length, marked partial).
+Every op is per clip in eval, so a window's outputs do not depend on its batch (reference/panns/README.md, trap 7);
+``top_db`` is None in every PANNs model, so the batch-wide ``.max()`` of torchlibrosa never runs.
 """
 
 from __future__ import annotations
