@@ -6,6 +6,7 @@ written again here so that the harnesses never import porting.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -74,3 +75,17 @@ def hann_burst(t: np.ndarray, t0: float, dur: float, f: float, amp: float) -> np
     u = (t - t0) / dur
     env = np.where((u >= 0) & (u <= 1), 0.5 - 0.5 * np.cos(2 * np.pi * np.clip(u, 0, 1)), 0.0)
     return amp * env * np.sin(2 * np.pi * f * (t - t0))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def audio_record(path: Path, name: str, info) -> dict:
+    """A case's ``audio`` block: the recording's file name, sha256 and ``soundfile.info`` fields."""
+    return {"file": name, "sha256": sha256_file(path), "sample_rate": info.samplerate, "channels": info.channels,
+            "frames": info.frames, "subtype": info.subtype, "format": info.format}

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
-import hashlib
 import importlib.util
 import json
 import platform
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness_common.py beside this file
-from harness_common import TooShort, window_plan, window_priority  # noqa: E402
+from harness_common import TooShort, audio_record, sha256_file, window_plan, window_priority  # noqa: E402
 from harness_common import atomic_write as _atomic_write, hann_burst as _hann_burst  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -148,14 +147,6 @@ def select_windows(partial: list[bool], window_bytes: dict[int, int], fixed_byte
 
 
 # ------------------------------------------------------------------------------------------ hashing
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------ the capture
@@ -309,15 +300,7 @@ def capture(store: Path, model_name: str, rec: str, variant: str | None, capture
                 "pooled_module": POOLED_MODULE[arch],
                 "pooled_is": "input of " + POOLED_MODULE[arch],
             },
-            "audio": {
-                "file": rec,
-                "sha256": sha256_file(audio_path),
-                "sample_rate": info.samplerate,
-                "channels": info.channels,
-                "frames": info.frames,
-                "subtype": info.subtype,
-                "format": info.format,
-            },
+            "audio": audio_record(audio_path, rec, info),
             "frontend": {
                 "load": "librosa.load(path, sr=16000)  (mono=True: channel mean; res_type soxr_hq)",
                 "sampling_rate": SR,

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness_common.py beside this file
-from harness_common import window_plan, window_priority  # noqa: E402
+from harness_common import audio_record, sha256_file, window_plan, window_priority  # noqa: E402
 from harness_common import atomic_write as _atomic_write, hann_burst as _hann_burst  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -108,14 +108,6 @@ FORCED_ISA_LIMIT = 5e-6  # max |dprob| a fixture may show (the contract's tolera
 
 
 # ------------------------------------------------------------------------------------------ helpers
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _json_bytes(obj) -> bytes:
@@ -833,15 +825,7 @@ def capture(atc: Path, store: Path, name: str, rec: str, capture_date: str, thre
             "pooled_module": "fc1",
             "pooled_is": "input of fc1",
         },
-        "audio": {
-            "file": rec,
-            "sha256": sha256_file(audio_path),
-            "sample_rate": info.samplerate,
-            "channels": info.channels,
-            "frames": info.frames,
-            "subtype": info.subtype,
-            "format": info.format,
-        },
+        "audio": audio_record(audio_path, rec, info),
         "frontend": {
             "load": f"librosa.load(path, sr={sr}, mono=True) (res_type soxr_hq)",
             "sample_rate": sr,

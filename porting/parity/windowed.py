@@ -93,3 +93,22 @@ def compare_plan(run, windows_meta: dict, tier: str, family: str) -> list[StageR
         return []
     return [StageResult("windows", (len(windows_meta["starts"]),), 0.0, False, 1.0, 1.0, 1.0, 0.0, None, [],
                         f"window plan {plan} != golden {gold_plan}", tier=tier, family=family)]
+
+
+def check_each(captures: list, model_path, backend: str, family: str, check: Callable) -> list:
+    """``Family.check_case``'s loop: each capture of one case (``(capture, case, tier)``; crash cases are ``port
+    detect``'s, skipped) through ``check(case, tier, label) -> (ParityReport, probs for the report or None)``."""
+    from ..errors import GoldenError
+    from .run import CaseRun
+
+    if backend != "torch" and model_path is None:
+        raise GoldenError(f"--backend {backend}: pass --model DIR (converted with `port convert --export onnx`)")
+    runs = []
+    for cap, case, tier in captures:
+        if case.error:
+            continue
+        label = f"golden/{case.root.name}" if cap.name == "golden" else cap.name
+        report, probs = check(case, tier, label)
+        runs.append(CaseRun(report, tier=tier, capture=label, golden_fingerprint=cap.fingerprint, family=family,
+                            probs=probs))
+    return runs

@@ -22,7 +22,7 @@ from ...errors import GoldenError
 from ...golden import Case
 from ...parity.compare import ParityReport, StageResult, merge_windows
 from ...parity.contract import STRICT, Tier
-from ...parity.windowed import compare_all, compare_plan, compare_window, differs, first_order
+from ...parity.windowed import check_each, compare_all, compare_plan, compare_window, differs, first_order
 
 FAMILY = "hf"
 
@@ -157,22 +157,15 @@ def _propagated(model, gold: dict, actual: dict, cache: dict) -> dict:
 
 
 def check_captures(captures: list, model_path: Path | None, device: str, backend: str) -> list:
-    """``Family.check_case``: each capture of one case in its tier (crash cases are ``port detect``'s: its tests).
-    The windows run in batches of 4, as the captures' figures were first measured."""
-    from ...parity.run import CaseRun
+    """``Family.check_case``: each capture of one case in its tier (``porting.parity.windowed.check_each``). The
+    windows run in batches of 4, as the captures' figures were first measured."""
 
-    if backend != "torch" and model_path is None:
-        raise GoldenError(f"--backend {backend}: pass --model DIR (converted with `port convert --export onnx`)")
-    runs = []
-    for cap, case, tier in captures:
-        if case.error:
-            continue
+    def check(case, tier, label):
         keep: dict = {}
-        label = f"golden/{case.root.name}" if cap.name == "golden" else cap.name
         report = check_hf_case(case, tier, model_path, device, backend=backend, keep=keep, capture=label)
-        runs.append(CaseRun(report, tier=tier, capture=label, golden_fingerprint=cap.fingerprint, family=FAMILY,
-                            probs=keep.get("probs")))
-    return runs
+        return report, keep.get("probs")
+
+    return check_each(captures, model_path, backend, FAMILY, check)
 
 
 def captured_from(case: Case, model_path: Path) -> bool:

@@ -30,7 +30,7 @@ from ...errors import GoldenError
 from ...golden import Case
 from ...parity.compare import ParityReport, StageResult, compare_exact, merge_windows
 from ...parity.contract import STRICT, Tier
-from ...parity.windowed import compare_all, compare_plan, compare_window, differs, first_order
+from ...parity.windowed import check_each, compare_all, compare_plan, compare_window, differs, first_order
 
 FAMILY = "panns"
 THRESHOLD = 0.5
@@ -196,19 +196,9 @@ def check_panns_case(case: Case, tier: Tier, model_path: Path | None, device: st
 
 def check_captures(captures: list, model_path: Path | None, device: str, backend: str, batch_size: int,
                    cache: dict) -> list:
-    """``Family.check_case``: each capture of one case in its tier."""
-    from ...parity.run import CaseRun
-
-    if backend != "torch" and model_path is None:
-        raise GoldenError(f"--backend {backend}: pass --model DIR (converted with `port convert --export onnx`)")
-    runs = []
-    for cap, case, tier in captures:
-        if case.error:
-            continue
-        label = f"golden/{case.root.name}" if cap.name == "golden" else cap.name
-        report = check_panns_case(case, tier, model_path, device, batch_size, backend, cache, label)
-        runs.append(CaseRun(report, tier=tier, capture=label, golden_fingerprint=cap.fingerprint, family=FAMILY))
-    return runs
+    """``Family.check_case``: each capture of one case in its tier (``porting.parity.windowed.check_each``)."""
+    return check_each(captures, model_path, backend, FAMILY, lambda case, tier, label: (
+        check_panns_case(case, tier, model_path, device, batch_size, backend, cache, label), None))
 
 
 def captured_from(case: Case, model_path: Path) -> bool:
