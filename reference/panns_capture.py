@@ -6,7 +6,7 @@ passed as ``--atc DIR`` (a folder holding that commit's ``models.py`` and ``pyto
 ``pytorch/``; their sha256s are checked against ``ATC_SHA256`` and recorded in every case). Nothing upstream is
 copied here and nothing is re-implemented: the harness builds the upstream classes, loads weights into them with
 ``load_state_dict(strict=True)`` and records with forward hooks. It never imports ``porting``; only
-``porting/families/panns/synth.py`` (the seeded weight recipe) and ``porting/parity/fingerprint.py`` are loaded by
+``porting/synth.py`` (the seeded weight recipe) and ``porting/parity/fingerprint.py`` are loaded by
 file path. The flow recorded per window is what a PANNs user writes::
 
     model = Cnn14(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000,
@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 FAMILY = "panns"
 HARNESS_FILE = "reference/panns_capture.py"
-SYNTH_FILE = "porting/families/panns/synth.py"
+SYNTH_FILE = "porting/synth.py"
 THREADS = 2
 NOTE_FLOATS = "JSON numbers are the float32 values promoted to double, written with round-trip precision (exact)"
 
@@ -122,7 +122,7 @@ def _load_by_path(name: str, path: Path):
 
 
 def load_synth():
-    """porting/families/panns/synth.py by file path (numpy only; porting itself is never imported)."""
+    """porting/synth.py by file path (numpy only; porting itself is never imported)."""
     return _load_by_path("_panns_synth", ROOT / SYNTH_FILE)
 
 

@@ -49,7 +49,7 @@ def state_of(case: Case) -> dict:
 
     from safetensors.numpy import load_file
 
-    from . import synth
+    from ... import synth
 
     meta = case.meta["model"]
     recipe = json.loads(_store_file(case, meta["generated"]).read_text())
@@ -204,7 +204,7 @@ def check_captures(captures: list, model_path: Path | None, device: str, backend
 def captured_from(case: Case, model_path: Path) -> bool:
     """The same weights: the digest of the tensors a checkpoint or converted folder holds equals the case's."""
     from ...errors import PortingError
-    from . import synth
+    from ... import synth
 
     try:
         if Path(model_path).is_dir():

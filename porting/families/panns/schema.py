@@ -46,7 +46,7 @@ def check_converted(config, path: str | Path, elements: int | None = None) -> di
 
 def make_config(spec, state: dict, min_samples: int, window_s: float) -> dict:
     from ... import __version__
-    from .synth import digest
+    from ...synth import digest
 
     cfg = {
         "format": "porting.model/1",

@@ -1,7 +1,9 @@
-"""Seeded weights for the PANNs golden cases: the committed store keeps what is small, this regenerates the rest.
+"""Seeded weights for golden cases of big bodies: the committed store keeps what is small, this regenerates the rest.
 
-Why: the published PANNs bodies are 4-80 M parameters (CNN14 at full width: 320 MB), too big for the golden store,
-and their widths are hard-coded upstream, so no smaller real body exists. The capture harness
+Why: the published PANNs bodies are 4-80 M parameters (CNN14 at full width: 320 MB) and torchvision's
+EfficientNetV2-S 21 M, too big for the golden store, and their widths are hard-coded upstream, so no smaller real
+body exists. Used by the PANNs and librosa-mel CNN families' harnesses and parity (an engine module: families never
+import each other). For PANNs, the capture harness
 (``reference/panns_capture.py``, run in the reference venv with the upstream model classes) therefore builds each
 upstream model and stores what is small: the frontend tensors once per configuration (``models/frontend-32k`` /
 ``frontend-16k.safetensors``, as the upstream constructor computed them) and each model's 0-D / 1-D tensors
