@@ -33,6 +33,7 @@ BUILTIN = (
     "hf = porting.families.hf.family:FAMILY",
     "orcahello = porting.families.orcahello.family:FAMILY",
     "panns = porting.families.panns.family:FAMILY",
+    "melcnn = porting.families.melcnn.family:FAMILY",
 )
 
 # Claim strengths: how sure a family is that a path is its own. The strongest claim wins; on a tie, the first family

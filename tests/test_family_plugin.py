@@ -145,5 +145,5 @@ def test_builtin_families_are_found_without_installed_metadata(monkeypatch):
     """A source checkout that was never installed has no entry points: the registry's BUILTIN list still has them."""
     monkeypatch.setattr(registry, "_entry_points", lambda: [])
     monkeypatch.setattr(registry, "_FAMILIES", None)
-    assert list(registry.families()) == ["hf", "orcahello", "panns"]
+    assert list(registry.families()) == ["hf", "orcahello", "panns", "melcnn"]
     assert registry.named(None).name == "orcahello"  # records naming no family are the first family's

@@ -218,3 +218,51 @@ def convstft_db_bounds(waveform, real, imag, mel_w, hop: int, amin: float = 1e-1
     lo = 10.0 * np.log10(np.maximum(mel - b, amin))
     hi = 10.0 * np.log10(np.maximum(mel + b, amin))
     return (hi - lo) + 4.0 * _ulp32(np.maximum(np.abs(lo), np.abs(hi)))
+
+
+def librosa_mel_bounds(waveform, mel_basis, n_fft: int, hop: int, amin: float = 1e-10,
+                       top_db: float | None = 80.0, eps: float = 1e-6) -> dict:
+    """Per-element tolerances of one clip's ``F.mel`` / ``F.db`` / ``F.input`` (``[M, T]`` each) for two runs of
+    ``porting.dsp.librosamel``'s steps (librosa's frontend) on ``waveform`` (the clip, ``[N]``).
+
+    The same interval method as ``mel_db_bounds``, for librosa's arithmetic: the STFT is float64
+    (``numpy.fft`` / ``torch.fft``: the FFT bound of step 1 with ``u = 2^-53``, negligible), rounded to complex64
+    (``u`` per part), numpy's magnitude (ratio, fused multiply-add, root, product: 4 ``u``) squared (``u``): the
+    power is within ``11 u`` relative of exact, plus the float64 FFT's share; the float32 mel GEMM adds
+    ``gamma_{K_m}`` over the band's non-zero weights. Each mel result lies in ``[M - b, M + b]``; dB against the
+    clip's maximum (whose own interval moves every element) and its ``top_db`` floor follow as intervals; the
+    per-clip min-max maps the dB interval through the extreme numerators and denominators. Two float32 ulps of each
+    value are added per side for the elementwise ``log10`` / divisions."""
+    wave = np.asarray(waveform, dtype=np.float64).reshape(1, -1)
+    fb = np.asarray(mel_basis, dtype=np.float64).T  # [K, M]
+    win = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
+    xw = _frames(wave, n_fft, hop, True, "constant") * win  # [1, T, n_fft]
+    spec = np.fft.rfft(xw, axis=-1)
+    power = spec.real**2 + spec.imag**2
+    u64 = 2.0**-53
+    levels = math.ceil(math.log2(n_fft)) + 1
+    eta64 = u64 + 4 * u64 * (math.sqrt(2.0) + u64) + u64
+    sigma2 = (levels * eta64) ** 2 * np.sum(xw * xw, axis=-1, keepdims=True)
+    mel = power @ fb  # [1, T, M]
+    linear = np.sqrt(2.0 * sigma2 * (power @ (fb * fb)))
+    support = (fb != 0).sum(axis=0)
+    b = K_SIGMA * (linear + sigma2 * fb.sum(axis=0)) + (support + 11) * U * mel
+    tol_mel = 2.0 * b + 2.0 * _ulp32(mel)
+
+    def db(m, ref):
+        return 10.0 * np.log10(np.maximum(m, amin)) - 10.0 * np.log10(max(ref, amin))
+
+    ref_lo, ref_hi = (mel - b).max(), (mel + b).max()
+    lo, hi = db(mel - b, ref_hi), db(mel + b, max(ref_lo, amin))
+    if top_db is not None:
+        lo = np.maximum(lo, lo.max() - top_db)
+        hi = np.maximum(hi, hi.max() - top_db)
+    ulps = 2.0 * _ulp32(np.maximum(np.abs(lo), np.abs(hi))) + 2.0 * _ulp32(10.0 * np.log10(max(ref_hi, amin)))
+    lo, hi = lo - ulps, hi + ulps
+    tol_db = hi - lo
+    mn_lo, mn_hi, mx_lo, mx_hi = lo.min(), hi.min(), lo.max(), hi.max()
+    in_lo = np.maximum(lo - mn_hi, 0.0) / (mx_hi - mn_lo + eps)
+    in_hi = np.maximum(hi - mn_lo, 0.0) / max(mx_lo - mn_hi + eps, eps)
+    tol_in = (in_hi - in_lo) + 4.0 * _ulp32(in_hi)
+    t = lambda a: np.ascontiguousarray(a[0].T)  # noqa: E731  [T, M] -> [M, T]
+    return {"F.mel": t(tol_mel), "F.db": t(tol_db), "F.input": t(tol_in)}
