@@ -224,13 +224,17 @@ def _state(body: str, classes: int, cosine: bool, seed: int = 0) -> OrderedDict:
     fe = {"sample_rate": 32000, "clip_samples": 64000, "n_fft": 1024, "hop_length": 320, "n_mels": 64, "fmin": 50.0,
           "fmax": 14000.0, "top_db": 80.0, "amin": 1e-10, "minmax_eps": 1e-6}
     net = MelCnnClassifier(body, classes, fe, {"kind": "cosine" if cosine else "linear", "s": 30.0})
+    from porting.synth import weight
+
     g = torch.Generator().manual_seed(seed)
     out = OrderedDict()
-    for k, t in net.state_dict().items():
-        if k.endswith("running_var"):
-            out[k] = torch.rand(t.shape, generator=g) + 0.5
+    for k, t in net.state_dict().items():  # He-scaled weights: activations keep their scale (no denormals)
+        if t.dim() > 1:
+            out[k] = torch.from_numpy(weight(k, t.shape, seed))
+        elif k.endswith("running_var") or k.endswith(".weight"):
+            out[k] = torch.rand(t.shape, generator=g) * 0.5 + 0.75
         elif t.dtype.is_floating_point:
-            out[k] = torch.randn(t.shape, generator=g) * (0.1 if t.dim() > 1 else 0.05)
+            out[k] = torch.randn(t.shape, generator=g) * 0.1
         else:
             out[k] = t.clone()
     return out

@@ -7,6 +7,10 @@
   ``norm_layer``, so every BatchNorm is ``nn.BatchNorm2d``'s default, **1e-5**; torchvision's
   ``efficientnet_v2_s()`` builder passes ``eps=1e-3``. The eps is not in the checkpoint: it is recorded in the
   converted config (``bn_eps``) and the goldens catch a wrong one. Stochastic depth and dropout are identity in eval.
+* ``ghost_efficientnet_v2``: Project-Echo's own GhostEfficientNetV2 (its docs: "WIP"): the same six stages with
+  GhostNet modules (a primary conv plus a cheap depthwise conv, concatenated), ECA channel attention instead of
+  squeeze-excitation, LayerScale on the residual branch, ``width_mult`` / ``depth_mult`` from ``model.params``
+  (the yaml's 1 / 1; the factory's defaults are 0.75 / 0.5).
 * ``panns_cnn14``: ``PannsCNN14ArcFace``: PANNs' CNN14 conv blocks under ``cnn.`` with ``conv1/bn1`` renamed
   ``seq1.0/seq1.1`` (``conv2/bn2`` -> ``seq2.0/seq2.1``), no torchlibrosa frontend and no ``bn0``, ``cnn.fc1`` and
   the framework's ``head``. Its input is the framework's ``[B, 1, n_mels, T]``, transposed relative to PANNs'
@@ -16,6 +20,8 @@ Each body maps ``[B, 1, n_mels, T]`` -> (its last feature map, the embedding the
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +40,11 @@ EFFNET_V2 = {
                            ("mb", 6, 3, 1, 384, 640, 7)), 1280),
 }
 CNN14 = "panns_cnn14"
-BODIES = (*EFFNET_V2, CNN14)
+GHOST = "ghost_efficientnet_v2"
+BODIES = (*EFFNET_V2, GHOST, CNN14)
+# Project-Echo's GhostEfficientNetV2 stages: (kind, expand ratio, channels, repeats, stride) before width/depth
+GHOST_STAGES = (("fused", 1, 24, 2, 1), ("fused", 4, 48, 4, 2), ("fused", 4, 64, 4, 2), ("mb", 4, 128, 6, 2),
+                ("mb", 6, 160, 9, 1), ("mb", 6, 256, 15, 2))
 CNN14_WIDTHS = (64, 128, 256, 512, 1024, 2048)
 
 
@@ -148,8 +158,112 @@ class Cnn14(nn.Module):
         return feats, F.relu(self.cnn.fc1(x))
 
 
-def make_body(name: str, eps: float = 1e-5) -> nn.Module:
-    return Cnn14(eps) if name == CNN14 else EfficientNetV2(name, eps)
+class GhostModule(nn.Module):
+    """GhostNet's module: a primary conv to ``ceil(out / 2)`` channels, a cheap depthwise 3x3 making as many
+    "ghost" channels from them, both BN (+ SiLU when ``act``), concatenated and cut to ``out``."""
+
+    def __init__(self, cin: int, cout: int, k: int = 1, stride: int = 1, act: bool = True, eps: float = 1e-5):
+        super().__init__()
+        self.out = cout
+        init = math.ceil(cout / 2)
+        tail = [nn.SiLU()] if act else [nn.Sequential()]  # upstream's empty Sequential keeps the key layout
+        self.primary_conv = nn.Sequential(nn.Conv2d(cin, init, k, stride, k // 2, bias=False),
+                                          nn.BatchNorm2d(init, eps=eps), *tail)
+        self.cheap_operation = nn.Sequential(nn.Conv2d(init, init, 3, 1, 1, groups=init, bias=False),
+                                             nn.BatchNorm2d(init, eps=eps), *([nn.SiLU()] if act else [nn.Sequential()]))
+
+    def forward(self, x):
+        x1 = self.primary_conv(x)
+        return torch.cat([x1, self.cheap_operation(x1)], dim=1)[:, : self.out]
+
+
+class ConvBnAct(nn.Module):
+    def __init__(self, cin: int, cout: int, k: int, stride: int, groups: int, eps: float):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, k, stride, 1, groups=groups, bias=False)
+        self.batch_norm = nn.BatchNorm2d(cout, eps=eps)
+
+    def forward(self, x):
+        return F.silu(self.batch_norm(self.conv(x)))
+
+
+class ECA(nn.Module):
+    """Efficient channel attention: a 1-D conv of odd width ``k = t or t + 1``, ``t = int(|log2(C) + 1| / 2)``, over
+    the channels' means, sigmoid, scale."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        t = int(abs((math.log(channels, 2) + 1) / 2))
+        k = t if t % 2 else t + 1
+        self.conv = nn.Conv1d(1, 1, k, padding=(k - 1) // 2, bias=False)
+
+    def forward(self, x):
+        y = F.adaptive_avg_pool2d(x, 1)
+        y = self.conv(y.squeeze(-1).transpose(-1, -2)).transpose(-1, -2).unsqueeze(-1)
+        return x * torch.sigmoid(y)
+
+
+class _LayerScale(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(1, channels, 1, 1))
+
+
+class GhostBlock(nn.Module):
+    """Project-Echo's Ghost (Fused)MBConv: ``conv`` then, when the shape is kept, ``x + gamma * conv(x)``
+    (LayerScale; stochastic depth is eval identity). Blocks that change the shape skip their LayerScale, whose
+    ``gamma`` is still in the checkpoint."""
+
+    def __init__(self, kind: str, cin: int, cout: int, stride: int, expand: int, eps: float):
+        super().__init__()
+        hidden = cin * expand  # no rounding to a multiple of 8 (unlike torchvision)
+        layers: list[nn.Module] = []
+        if kind == "fused":
+            layers.append(GhostModule(cin, hidden, 3, stride, True, eps) if expand != 1
+                          else ConvBnAct(cin, hidden, 3, stride, cin, eps))
+        else:
+            if expand != 1:
+                layers.append(GhostModule(cin, hidden, 1, 1, True, eps))
+            layers.append(ConvBnAct(hidden, hidden, 3, stride, hidden, eps))
+        layers += [ECA(hidden), GhostModule(hidden, cout, 1, 1, False, eps)]
+        self.conv = nn.Sequential(*layers)
+        self.layerscale = _LayerScale(cout)
+        self.residual = cin == cout and stride == 1
+
+    def forward(self, x):
+        y = self.conv(x)
+        return x + y * self.layerscale.gamma if self.residual else y
+
+
+class GhostEfficientNetV2(nn.Module):
+    """Project-Echo's ``GhostEfficientNetV2``: ``backbone`` = stem, Ghost blocks, pool; the stem is also registered
+    as ``stem``, so the checkpoint holds it twice (``stem.*`` and ``backbone.0.*``), as upstream's does."""
+
+    def __init__(self, eps: float = 1e-5, width_mult: float = 1.0, depth_mult: float = 1.0):
+        super().__init__()
+        c = int(24 * width_mult)
+        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, 2, 1, bias=False), nn.BatchNorm2d(c, eps=eps), nn.SiLU())
+        blocks: list[nn.Module] = [self.stem]
+        for kind, expand, chans, repeats, stride in GHOST_STAGES:
+            out = int(chans * width_mult)
+            for i in range(int(math.ceil(repeats * depth_mult))):
+                blocks.append(GhostBlock(kind, c, out, stride if i == 0 else 1, expand, eps))
+                c = out
+        self.backbone = nn.Sequential(*blocks)
+        self.width = c
+
+    def forward(self, x):
+        feats = self.backbone(x)
+        return feats, torch.flatten(F.adaptive_avg_pool2d(feats, 1), 1)
+
+
+def make_body(name: str, eps: float = 1e-5, params: dict | None = None) -> nn.Module:
+    params = params or {}
+    if name == CNN14:
+        return Cnn14(eps)
+    if name == GHOST:
+        return GhostEfficientNetV2(eps, float(params.get("width_mult", 1.0)), float(params.get("depth_mult", 1.0)))
+    return EfficientNetV2(name, eps)
 
 
 def min_frames(name: str) -> int:

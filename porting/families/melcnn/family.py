@@ -85,7 +85,8 @@ class MelCnn:
 
         refuse_others(model, self, others)
         spec = read_run(model)
-        net = rebuild(spec.body, spec.classes, spec.frontend, spec.head, spec.bn_eps, spec.state, spec.checkpoint)
+        net = rebuild(spec.body, spec.classes, spec.frontend, spec.head, spec.bn_eps, spec.state, spec.checkpoint,
+                      spec.body_params)
         state = {k: t.detach().to("cpu").contiguous().clone() for k, t in net.state_dict().items()}
         config = make_config(spec, state)
         parity = None
@@ -119,7 +120,8 @@ class MelCnn:
         if Path(path).is_dir() and (Path(path) / "config.json").is_file():
             return load_converted(Path(path))
         spec = read_run(path)
-        net = rebuild(spec.body, spec.classes, spec.frontend, spec.head, spec.bn_eps, spec.state, spec.checkpoint)
+        net = rebuild(spec.body, spec.classes, spec.frontend, spec.head, spec.bn_eps, spec.state, spec.checkpoint,
+                      spec.body_params)
         return net, make_config(spec, net.state_dict())
 
     def detector(self, path: Path, *, device: str, batch_size: int | None, backend: str, threshold: float,

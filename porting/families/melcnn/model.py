@@ -41,7 +41,8 @@ class MelCnnClassifier(nn.Module):
     """waveform ``[B, N]`` at ``frontend["sample_rate"]`` -> logits ``[B, classes]`` (``forward``), or every stage
     (``stages``). Every window is fitted to the clip length first (``fit_clip``: Project-Echo's eval rule)."""
 
-    def __init__(self, body: str, classes: int, frontend: dict, head: dict, bn_eps: float = 1e-5):
+    def __init__(self, body: str, classes: int, frontend: dict, head: dict, bn_eps: float = 1e-5,
+                 body_params: dict | None = None):
         super().__init__()
         self.body_name, self.frontend, self.head_kind = body, dict(frontend), head["kind"]
         self.scale = float(head["s"]) if head["kind"] == "cosine" else 1.0
@@ -51,7 +52,7 @@ class MelCnnClassifier(nn.Module):
         self.amin, self.top_db, self.minmax_eps = float(fe["amin"]), fe["top_db"], float(fe["minmax_eps"])
         self.register_buffer("mel_basis", torch.from_numpy(slaney_mel(self.sample_rate, self.n_fft, int(fe["n_mels"]),
                                                                       float(fe["fmin"]), fe["fmax"])), persistent=False)
-        trunk = make_body(body, bn_eps)
+        trunk = make_body(body, bn_eps, body_params)
         self._trunk = [name for name, _ in trunk.named_children()]
         for name, mod in trunk.named_children():
             self.add_module(name, mod)
@@ -115,8 +116,9 @@ def check_keys(path, state: dict, want: dict) -> None:
                                       f"{list(t.shape)}")
 
 
-def rebuild(body: str, classes: int, frontend: dict, head: dict, bn_eps: float, state: dict, path) -> MelCnnClassifier:
-    net = MelCnnClassifier(body, classes, frontend, head, bn_eps)
+def rebuild(body: str, classes: int, frontend: dict, head: dict, bn_eps: float, state: dict, path,
+            body_params: dict | None = None) -> MelCnnClassifier:
+    net = MelCnnClassifier(body, classes, frontend, head, bn_eps, body_params)
     want = net.state_dict()
     check_keys(path, state, want)
     net.load_state_dict({k: state[k].to(t.dtype) for k, t in want.items()}, strict=True)
@@ -130,5 +132,5 @@ def load_converted(path) -> tuple[MelCnnClassifier, dict]:
 
     config, state = read_converted(path, check_converted)
     net = rebuild(config["body"], len(config["classes"]), config["frontend"], config["head"], config["bn_eps"], state,
-                  path / WEIGHTS_NAME)
+                  path / WEIGHTS_NAME, config.get("body_params"))
     return net, config

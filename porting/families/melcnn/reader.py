@@ -12,6 +12,8 @@ here, once, and recorded in the converted config:
 * interpolations (``num_classes: ${data.num_classes}``) are followed as plain references; nothing else resolves.
 * the body is ``model.params.model_name`` (what Project-Echo's ``Model`` dispatches on), else ``model.name``.
 * the head: ``model.params.use_arcface`` true -> ``cosine`` (no bias), false -> ``linear``; the checkpoint must agree.
+* GhostEfficientNetV2's ``width_mult`` / ``depth_mult``: ``model.params``, default 1 (the yaml's; the Python
+  factory's defaults, 0.75 / 0.5, are not what a Hydra run passes).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from ...errors import MalformedModelError, UnsafePickleError, UnsupportedModelError
-from .bodies import BODIES
+from .bodies import BODIES, GHOST
 
 CONFIG = Path(".hydra") / "config.yaml"
 CLASS_NAMES = "class_names.txt"
@@ -54,6 +58,7 @@ class RunSpec:
     labels: list[str]
     state: dict
     bn_eps: float = 1e-5
+    body_params: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -206,6 +211,13 @@ def read_run(path: str | Path) -> RunSpec:
         raise UnsupportedModelError(f"{cfg_path}: model.norm_choice {norm!r} replaces the BatchNorms; porting "
                                     "rebuilds keep_bn / freeze_bn runs")
     frontend = frontend_of(cfg, cfg_path)
+    body_params = {}
+    if body == GHOST:
+        for key in ("width_mult", "depth_mult"):
+            v = float(_need(cfg, f"model.params.{key}", (int, float), cfg_path, optional=True, default=1.0))
+            if not 0 < v <= 8:
+                raise MalformedModelError(f"{cfg_path}: model.params.{key} is {v!r}; expected 0 < {key} <= 8")
+            body_params[key] = v
     ckpt = _checkpoint(run, path, name)
     state, sha, container, more = read_state(ckpt)
     notes += more
@@ -224,9 +236,16 @@ def read_run(path: str | Path) -> RunSpec:
         notes.append(f"no {CLASS_NAMES}: labels class_0..class_{classes - 1}")
     from .model import MelCnnClassifier, check_keys
 
-    want = MelCnnClassifier(body, classes, frontend, head).state_dict()
+    want = MelCnnClassifier(body, classes, frontend, head, body_params=body_params).state_dict()
     check_keys(ckpt, state, want)
     notes.append("BatchNorm eps 1e-5 (nn.BatchNorm2d's default: Project-Echo builds its bodies without torchvision's "
                  "norm_layer; torchvision's efficientnet_v2 builders use 1e-3)")
     cfg_sha = hashlib.sha256(cfg_path.read_bytes()).hexdigest()
-    return RunSpec(run, ckpt, sha, cfg_sha, container, body, name, head, frontend, labels, state, 1e-5, notes)
+    if body == GHOST:
+        for k in [k for k in state if k.startswith("stem.")]:
+            twin = "backbone.0." + k[len("stem."):]
+            if not torch.equal(state[k], state[twin]):
+                raise MalformedModelError(f"{ckpt}: {k} and {twin} differ; GhostEfficientNetV2 registers its stem "
+                                          "twice, so a checkpoint it saved holds the same tensor under both keys")
+    return RunSpec(run, ckpt, sha, cfg_sha, container, body, name, head, frontend, labels, state, 1e-5, body_params,
+                   notes)

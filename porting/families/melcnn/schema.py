@@ -25,7 +25,8 @@ _WINDOWS = Schema({"window_s": Num(0.0, 3600.0, lo_open=True), "hop_s": Num(0.0,
 
 SCHEMA = Schema(
     {**COMMON_CONVERTED, "family": Str((FAMILY,)), "body": Str(BODIES), "frontend": _FRONTEND, "head": _HEAD,
-     "bn_eps": Num(0.0, 1.0, lo_open=True), "windows": _WINDOWS},
+     "bn_eps": Num(0.0, 1.0, lo_open=True), "windows": _WINDOWS,
+     "body_params": Schema({"width_mult": Num(0.0, 8.0, lo_open=True), "depth_mult": Num(0.0, 8.0, lo_open=True)})},
     required=("format", "family", "body", "frontend", "head", "bn_eps", "windows", "classes"))
 
 
@@ -52,6 +53,7 @@ def make_config(spec, state: dict) -> dict:
         "frontend": spec.frontend,
         "head": spec.head,
         "bn_eps": spec.bn_eps,
+        "body_params": spec.body_params,
         "windows": {"window_s": window_s, "hop_s": window_s},
         "state_digest": digest({k: t.detach().cpu().numpy() for k, t in state.items()}),
         "notes": list(spec.notes),
