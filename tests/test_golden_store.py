@@ -46,7 +46,8 @@ def _replace(path, data: bytes):
 def test_manifest_lists_every_file_with_its_sha256_and_size():
     manifest = json.loads((COMMITTED / MANIFEST_NAME).read_text())
     nested = sorted(m.parent for m in COMMITTED.glob(f"*/**/{MANIFEST_NAME}"))  # family stores keep their own
-    assert nested == [COMMITTED / "hf", COMMITTED / "hf-t4", COMMITTED / "hf-t5", COMMITTED / "panns"]  # HF: transformers 4.57.1 twice, 5.25.0; PANNs
+    assert nested == [COMMITTED / "hf", COMMITTED / "hf-t4", COMMITTED / "hf-t5", COMMITTED / "melcnn",
+                      COMMITTED / "panns"]  # HF: transformers 4.57.1 twice, 5.25.0; librosa-mel CNNs; PANNs
     on_disk = sorted(
         p.relative_to(COMMITTED).as_posix() for p in COMMITTED.rglob("*")
         if p.is_file() and p.name != MANIFEST_NAME and not any(n in p.parents for n in nested)
