@@ -129,6 +129,59 @@ def case_family(golden: str | Path) -> str | None:
 CAPTURES = "captures"
 
 
+def store_file(case: Case, rel: str) -> Path:
+    """A file of ``case``'s store (``models/...``), or a one-line error saying how to restore it."""
+    p = case.root / rel
+    if not p.is_file():
+        raise GoldenError(f"{p}: missing from the golden store; restore it (git checkout {case.root})")
+    return p
+
+
+def generated_state(case: Case) -> dict:
+    """The full state dict (numpy) of a case whose big weights are not stored: ``models/<meta.model.generated>``
+    names the recipe, seed, layout and the fixed tensors' files (``porting.synth``); regenerated and checked against
+    the capture's ``state_sha256`` before anything is compared."""
+    from safetensors.numpy import load_file
+
+    from . import synth
+
+    meta = case.meta["model"]
+    recipe = json.loads(store_file(case, f"models/{meta['generated']}").read_text())
+    if recipe.get("recipe") != synth.RECIPE:
+        raise GoldenError(f"{case.name}: weights made by {recipe.get('recipe')!r}; this porting regenerates "
+                          f"{synth.RECIPE} only")
+    names = recipe["fixed"] if isinstance(recipe["fixed"], list) else [recipe["fixed"]]
+    fixed: dict = {}
+    for name in names:
+        part = load_file(str(store_file(case, f"models/{name}")))
+        twice = sorted(set(part) & set(fixed))
+        if twice:
+            raise GoldenError(f"{case.name}: {twice[0]} is in two of its fixed files ({', '.join(names)})")
+        fixed.update(part)
+    state = synth.generate(recipe["layout"], fixed, int(recipe["seed"]))
+    got = synth.digest(state)
+    if got != meta["state_sha256"]:
+        raise GoldenError(f"{case.name}: regenerated weights have digest {got[:12]}, the capture's "
+                          f"{meta['state_sha256'][:12]} (numpy's generator changed?); the goldens cannot be checked "
+                          "with these weights")
+    return state
+
+
+_SCRATCH: dict = {}
+
+
+def scratch_dir(prefix: str) -> Path:
+    """One private temp dir per process and ``prefix`` (materialised golden models), removed at exit."""
+    if prefix not in _SCRATCH:
+        import atexit
+        import shutil
+        import tempfile
+
+        _SCRATCH[prefix] = Path(tempfile.mkdtemp(prefix=prefix))
+        atexit.register(shutil.rmtree, _SCRATCH[prefix], True)
+    return _SCRATCH[prefix]
+
+
 @dataclass(frozen=True)
 class Capture:
     """One capture of the store's cases on one machine: ``golden/cases`` (name "golden") or

@@ -16,6 +16,29 @@ PARITY_NAME = "parity.json"
 __all__ = ["FORMATS", "PARITY_NAME", "available_formats", "parse_formats", "missing", "verified", "format_parity"]
 
 
+def onnx_backend(model_path, backend: str, device, artifact: str) -> str:
+    """``torch`` or ``onnx`` for ``--backend auto|torch|onnx`` of a model whose ONNX path is ``artifact`` in its
+    converted folder: ``auto`` takes the artifact on CPU when it passed its verification (parity.json) and
+    onnxruntime is installed; ``onnx`` without a verified artifact is a one-line error saying what to do."""
+    from importlib.util import find_spec
+
+    from ..errors import UnsupportedModelError
+
+    path = Path(model_path)
+    onnx = path / artifact
+    ok = path.is_dir() and verified(path).get(artifact, False) and onnx.is_file()
+    if backend == "auto":
+        return "onnx" if getattr(device, "type", str(device)) == "cpu" and ok and find_spec("onnxruntime") else "torch"
+    if backend == "onnx":
+        if not onnx.is_file():
+            raise UnsupportedModelError(f"{path}: no {artifact}; convert with `port convert MODEL --out DIR --export "
+                                        "onnx` or use --backend torch")
+        if not ok:
+            raise UnsupportedModelError(f"{onnx}: failed this model's verification (parity.json); re-run `port "
+                                        "convert` or use --backend torch")
+    return backend
+
+
 def verified(model_path: Path) -> dict[str, bool]:
     """Artifact name -> passed, from the converted DIR's parity.json (empty when there is none)."""
     from ..errors import PortingError

@@ -266,6 +266,23 @@ def export_artifact(art: Artifact, out_dir: Path, family: str | None, windows: l
     return entry
 
 
+def golden_windows(golden: str | Path | None, same_model: Callable) -> tuple[list[tuple[str, dict]], str]:
+    """``([(label, tensors) of every stored window of the golden cases ``same_model(case)`` accepts], tier)`` for
+    ``--golden``: the tier the store's fingerprint gives this machine (strict with no store)."""
+    if golden is None:
+        return [], STRICT
+    from ..golden import case_paths, load_case
+    from ..parity.contract import choose_tier
+    from ..parity.fingerprint import load_fingerprint, machine_fingerprint
+
+    out = []
+    for p in case_paths(golden):
+        case = load_case(p)
+        if not case.error and same_model(case):
+            out += [(f"{case.name} window {i}", case.window(i)) for i in case.stored_windows]
+    return out, choose_tier(load_fingerprint(golden), machine_fingerprint()).name
+
+
 def parity_document(family: str, artifacts: dict, rules: str, **fields) -> dict:
     """parity.json: the family, the rules, this machine's fingerprint, the runtimes' versions, every artifact's
     entry and verdict, and the family's own fields (model, reference, probe, golden ...)."""

@@ -742,3 +742,45 @@ def unpickle(source: SourceFile) -> Unpickled:
         storage_count=len(session.storages),
         storage_bytes=storage_bytes,
     )
+
+
+@dataclass
+class StateFile:
+    """A checkpoint holding a state dict, read without executing anything (``read_state_dict``)."""
+
+    state: dict  # key -> torch tensor
+    sha256: str
+    container: str
+    wrapper: dict  # the other top-level entries, described (never used)
+    notes: list
+
+
+def read_state_dict(path, wrappers: tuple[str, ...], what: str, check=None) -> StateFile:
+    """The state dict a ``torch.save`` file holds: the root itself, or the dict under the first of ``wrappers``
+    (``'model'`` for PANNs training checkpoints, ``'model_state_dict'`` for a trainer's), ``module.`` prefixes
+    (``nn.DataParallel``) removed. ``check(entries)`` sees the raw entries first (to name what a family refuses);
+    a dangerous global anywhere refuses the file; anything but tensors is a one-line error naming ``what``."""
+    from ..errors import MalformedModelError, UnsafePickleError
+
+    source = read_file(path)
+    unp = unpickle(source)
+    if unp.refused:
+        raise UnsafePickleError(f"{path}: refused dangerous globals {', '.join(unp.refused)} (nothing was executed); "
+                                "do not load this file")
+    root, notes, wrapper = unp.root, [], {}
+    for key in wrappers:
+        if isinstance(root, dict) and key in root and isinstance(root[key], dict):
+            wrapper = {str(k): describe(v) for k, v in root.items() if k != key}
+            root = root[key]
+            break
+    if check is not None and isinstance(root, dict):
+        check(root)
+    if not (isinstance(root, dict) and root and all(isinstance(v, TensorRef) for v in root.values())):
+        inside = " or ".join(f"'{k}'" for k in wrappers)
+        raise MalformedModelError(f"{path}: holds {describe(unp.root)}, not {what} (a state dict of tensors, or a dict "
+                                  f"whose {inside} is one)")
+    state = {str(k): v.tensor for k, v in root.items()}
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+        notes.append("keys saved under 'module.' (nn.DataParallel): prefix removed")
+    return StateFile(state, source.sha256, unp.container, wrapper, notes)

@@ -38,6 +38,22 @@ def check_weights(state: dict, path: str | Path) -> dict:
     return state
 
 
+def check_keys(path, state: dict, want: dict, fix: str) -> None:
+    """Every key of the rebuild's ``want`` state present in ``state`` with its shape, none extra: one line naming the
+    first problem (what ``load_state_dict(strict=False)`` would fill or drop silently), ending with ``fix``."""
+    missing = [k for k in want if k not in state]
+    unexpected = [k for k in state if k not in want]
+    if missing or unexpected:
+        more = lambda xs: f" and {len(xs) - 1} more" if len(xs) > 1 else ""  # noqa: E731
+        what = f"missing {missing[0]}{more(missing)}" if missing else f"unexpected {unexpected[0]}{more(unexpected)}"
+        raise MalformedModelError(f"{path}: keys do not match the rebuilt body ({what}); porting loads strictly, never "
+                                  f"filling a missing weight; {fix}")
+    for k, t in want.items():
+        if tuple(state[k].shape) != tuple(t.shape):
+            raise MalformedModelError(f"{path}: tensor {k} has shape {list(state[k].shape)}, the body needs "
+                                      f"{list(t.shape)}")
+
+
 def read_safetensors(path: str | Path, fix: str) -> dict:
     """``{name: tensor}`` of a .safetensors file read through ``porting.io.files`` (a FIFO or device is refused,
     never opened by safetensors itself)."""

@@ -78,9 +78,29 @@ def _row(expected, ctx):
     return ATOL + RTOL * scale
 
 
+def _map(expected, ctx):
+    e = np.abs(np.asarray(expected, dtype=np.float64))
+    if not e.size:
+        return ATOL
+    return ATOL + RTOL * e.reshape(e.shape[0], -1).max(axis=1).reshape((-1,) + (1,) * (e.ndim - 1))
+
+
+def bounded(name: str, stage: str) -> "Rule":
+    """A rule whose per-element tolerance is the family's derived error model of ``stage``: ``ctx.bounds(stage,
+    expected)`` of the comparison context (``ATOL`` where a comparison has none, e.g. an export's probe)."""
+    def tol(expected, ctx):
+        return ctx.bounds(stage, expected) if ctx is not None else ATOL
+    return Rule(name, tol)
+
+
 EXACT = Rule("exact (bitwise)", _exact)
 ABS = Rule(f"abs {ATOL:g}", _abs)
 ROW = Rule(f"logits: |d| <= {ATOL:g} + {RTOL:g} * max|row|", _row)
+# a feature map (a conv output feeding a pooling and a linear layer): its rounding scales with the magnitudes summed,
+# so the row rule is taken over each window's whole map, not per element
+MAP = Rule(f"feature map: |d| <= {ATOL:g} + {RTOL:g} * max|map|", _map)
+
+
 def rule_for(stage: str, tier: str, family: str | None = None) -> Rule:
     """The rule of ``stage`` in ``tier``: the (strict, portable) pair of the family's table (its ``tolerances``;
     ``family`` is a name in ``porting.family``'s registry, None: the family whose records name none), ``ABS`` in

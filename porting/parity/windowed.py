@@ -1,5 +1,6 @@
-"""The parity steps every window-scoring family repeats (HF, PANNs): one stored window's stages against the golden's,
-the portable tier's first-order prediction, every window's logits and probabilities, and the window plan.
+"""The parity steps every window-scoring family repeats (HF, PANNs, librosa-mel CNNs): the stored windows read as
+``port detect`` reads them, one stored window's stages against the golden's, the portable tier's first-order
+prediction, every window's logits and probabilities, and the window plan.
 
 Why a prediction: on another CPU a chained frontend stage ``F`` legitimately differs from the golden one (FFT or
 conv summation order, held to the family's derived error model), and the model amplifies that difference past the
@@ -19,6 +20,27 @@ from .compare import StageResult, compare_rule, missing_stage
 from .contract import GOLDEN_INPUT
 
 PROPAGATED = "portable tier: vs golden + J*dF, the golden's first-order response to this machine's F difference"
+
+
+def chained_windows(case, rate: int, window_samples: int, hop_samples: int, batch_size: int) -> dict:
+    """``{stored window: waveform [1, N]}`` read exactly as ``port detect`` reads the recording (the detector's plan
+    checked against the golden's first: a different plan is a ``GoldenError``, not a stage failure)."""
+    import torch
+
+    from ..errors import GoldenError
+    from ..io.stream import iter_windows
+
+    meta_w = case.meta["windows"]
+    if (window_samples, hop_samples) != (meta_w["window_samples"], meta_w["hop_samples"]):
+        raise GoldenError(f"{case.name}: window plan {window_samples}/{hop_samples} samples differs from the "
+                          f"golden's {meta_w['window_samples']}/{meta_w['hop_samples']}")
+    wanted, out, index = set(case.stored_windows), {}, 0
+    for batch in iter_windows(case.audio_path, rate, window_samples, hop_samples, batch_size):
+        for row in range(batch.waveforms.shape[0]):
+            if index in wanted:
+                out[index] = torch.from_numpy(batch.waveforms[row:row + 1].copy())
+            index += 1
+    return out
 
 
 def noted(r: StageResult, text: str) -> StageResult:

@@ -25,8 +25,7 @@ from pathlib import Path
 
 import torch
 
-from ...export.declared import TFLITE_BATCHES, Artifact, check_eager, export_artifact, parity_document
-from ...parity.contract import STRICT
+from ...export.declared import TFLITE_BATCHES, Artifact, check_eager, export_artifact, golden_windows, parity_document
 from .graph import HFStageGraph
 from .model import FAMILY
 
@@ -119,20 +118,6 @@ def _check(kind: str, run, ref_module: torch.nn.Module, inputs: list[torch.Tenso
     return check_eager(art, run, FAMILY)
 
 
-def golden_windows(config: dict, golden: str | Path) -> list[tuple[str, dict]]:
-    """``(label, tensors)`` of every stored window of the HF golden cases captured from this model (same weights)."""
-    from ...golden import case_paths, load_case
-
-    shas = set((config.get("source") or {}).get("sha256", {}).values())
-    out = []
-    for p in case_paths(golden):
-        case = load_case(p)
-        if case.error or case.meta["model"].get("weights_sha256") not in shas:
-            continue
-        out += [(f"{case.name} window {i}", case.window(i)) for i in case.stored_windows]
-    return out
-
-
 def _whole(t: dict, kind: str, example: torch.Tensor) -> bool:
     """A golden window the fixed-shape TFLite artifact can take (same per-row shape as its signatures)."""
     x = t["F.input_values"] if kind == "model" else t["A.waveform"]
@@ -144,20 +129,14 @@ def export_hf(model: torch.nn.Module, config: dict, out_dir: str | Path, formats
     """Export ``formats`` of ``model`` into ``out_dir``, verify each artifact at two input lengths against the eager
     rebuild and, with ``golden`` (an HF golden store), on every stored window of this model's cases; write parity.json."""
     from ...export import require as _require
-    from ...parity.fingerprint import machine_fingerprint
 
     out_dir = Path(out_dir)
     log = log or (lambda msg: None)
     graph = HFStageGraph.from_config(config)
     model = model.cpu().eval()
     extra = {"config.json": json.dumps(config)}
-    windows, tier = [], STRICT
-    if golden is not None:
-        from ...parity.contract import choose_tier
-        from ...parity.fingerprint import load_fingerprint
-
-        windows = golden_windows(config, golden)
-        tier = choose_tier(load_fingerprint(golden), machine_fingerprint()).name
+    shas = set((config.get("source") or {}).get("sha256", {}).values())
+    windows, tier = golden_windows(golden, lambda case: case.meta["model"].get("weights_sha256") in shas)
     artifacts: dict[str, dict] = {}
     for fmt in formats:
         _require(fmt, "export")

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import GoldenError
 from ...golden import Case
 from ...parity.compare import ParityReport, StageResult, merge_windows
 from ...parity.contract import STRICT, Tier
-from ...parity.windowed import check_each, compare_all, compare_plan, compare_window, differs, first_order
+from ...parity.windowed import (check_each, chained_windows, compare_all, compare_plan, compare_window, differs,
+                                first_order)
 
 FAMILY = "hf"
 
@@ -57,7 +57,6 @@ def check_hf_case(case: Case, tier: Tier, model_path: str | Path | None = None, 
     artifact's)."""
     import torch
 
-    from ...io.stream import iter_windows
     from .detect import HFDetector
 
     meta_w = case.meta["windows"]
@@ -65,22 +64,10 @@ def check_hf_case(case: Case, tier: Tier, model_path: str | Path | None = None, 
                           hop_s=meta_w["hop_s"], fbank_backend=fbank_backend(case), batch_size=batch_size,
                           backend=backend)
     g = det.graph
-    if (g.window_samples, g.hop_samples) != (meta_w["window_samples"], meta_w["hop_samples"]):
-        raise GoldenError(f"{case.name}: window plan {g.window_samples}/{g.hop_samples} samples differs from the "
-                          f"golden's {meta_w['window_samples']}/{meta_w['hop_samples']}")
     results: list[StageResult] = []
     cache: dict = {}
     logit_shift: dict = {}  # stored window -> J dF of its logits (portable tier)
-
-    # chained: windows exactly as port detect reads them; keep the stored ones
-    wanted = set(case.stored_windows)
-    chained: dict[int, torch.Tensor] = {}
-    index = 0
-    for batch in iter_windows(case.audio_path, g.sample_rate, g.window_samples, g.hop_samples, batch_size):
-        for row in range(batch.waveforms.shape[0]):
-            if index in wanted:
-                chained[index] = torch.from_numpy(batch.waveforms[row:row + 1].copy())
-            index += 1
+    chained = chained_windows(case, g.sample_rate, g.window_samples, g.hop_samples, batch_size)
     model = det.model if backend == "torch" else _rebuild_for_stages(model_path or case.model_path)
     for i in case.stored_windows:
         gold = case.window(i)

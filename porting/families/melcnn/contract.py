@@ -19,32 +19,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...parity.contract import ABS, ATOL, EXACT, GOLDEN_INPUT, ROW, RTOL, Rule
-
-
-def _map(expected, ctx):
-    e = np.abs(np.asarray(expected, dtype=np.float64))
-    if not e.size:
-        return ATOL
-    return ATOL + RTOL * e.reshape(e.shape[0], -1).max(axis=1).reshape((-1,) + (1,) * (e.ndim - 1))
+from ...parity.contract import ABS, ATOL, EXACT, GOLDEN_INPUT, MAP, ROW, RTOL, Rule, bounded
 
 
 def _rel(expected, ctx):
     return RTOL * np.abs(np.asarray(expected, dtype=np.float64)) + 1e-30
 
 
-def _bounded(stage):
-    def tol(expected, ctx):
-        return ctx.bounds(stage, expected) if ctx is not None else ATOL
-    return tol
-
-
-MAP = Rule(f"feature map: |d| <= {ATOL:g} + {RTOL:g} * max|map|", _map)
 REL = Rule(f"power: |d| <= {RTOL:g} * |golden|", _rel)
 DBREL = Rule(f"dB: |d| <= {ATOL:g} + {RTOL:g} * |golden|", lambda e, ctx: ATOL + _rel(e, ctx))
-MEL = Rule("librosa mel error model (porting.dsp.errormodel.librosa_mel_bounds)", _bounded("F.mel"))
-DB = Rule("librosa mel error model through power_to_db(ref=max, top_db)", _bounded("F.db"))
-INPUT = Rule("librosa mel error model through the per-clip min-max", _bounded("F.input"))
+MEL = bounded("librosa mel error model (porting.dsp.errormodel.librosa_mel_bounds)", "F.mel")
+DB = bounded("librosa mel error model through power_to_db(ref=max, top_db)", "F.db")
+INPUT = bounded("librosa mel error model through the per-clip min-max", "F.input")
 
 TABLE: dict[str, tuple[Rule, Rule]] = {
     "A.waveform": (ABS, ABS),

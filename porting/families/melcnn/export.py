@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ...export.declared import TFLITE_BATCHES, Artifact, export_artifact, parity_document
-from ...parity.contract import STRICT
+from ...export.declared import TFLITE_BATCHES, Artifact, export_artifact, golden_windows, parity_document
 
 FAMILY = "melcnn"
 ARTIFACTS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt", "pt2": "model.pt2", "tflite": "model.tflite"}
@@ -49,31 +48,13 @@ def probe_inputs(net, batch: int, seed: int) -> torch.Tensor:
     return net.model_input(torch.stack(rows).float())
 
 
-def golden_windows(config: dict, golden: str | Path) -> list[tuple[str, dict]]:
-    from ...golden import case_paths, load_case
-
-    want = config.get("state_digest")
-    out = []
-    for p in case_paths(golden):
-        case = load_case(p)
-        if case.error or case.family != FAMILY or case.meta["model"].get("state_sha256") != want:
-            continue
-        out += [(f"{case.name} window {i}", case.window(i)) for i in case.stored_windows]
-    return out
-
-
 def export_melcnn(net, config: dict, out_dir: str | Path, formats, log=None, golden: str | Path | None = None) -> dict:
     from ...export import require as _require
 
     out_dir = Path(out_dir)
     net = net.cpu().eval()
-    windows, tier = [], STRICT
-    if golden is not None:
-        from ...parity.contract import choose_tier
-        from ...parity.fingerprint import load_fingerprint, machine_fingerprint
-
-        windows = golden_windows(config, golden)
-        tier = choose_tier(load_fingerprint(golden), machine_fingerprint()).name
+    windows, tier = golden_windows(golden, lambda case: case.family == FAMILY and case.meta["model"].get(
+        "state_sha256") == config.get("state_digest"))
     extra = {"config.json": json.dumps(config)}
     artifacts: dict[str, dict] = {}
     with torch.no_grad():

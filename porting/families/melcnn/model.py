@@ -23,7 +23,7 @@ from torch import nn
 
 from ...dsp.convstft import slaney_mel
 from ...dsp.librosamel import fit_clip, mel_power, minmax_clip, power_spectrogram, power_to_db_clip
-from ...errors import MalformedModelError
+from ...io.weights import check_keys
 from .bodies import make_body
 
 STAGES = ("F.mel", "F.db", "F.input", "M.features", "M.embedding", "Y.output", "Y.logits", "Y.probs")
@@ -100,27 +100,11 @@ class MelCnnClassifier(nn.Module):
         return out
 
 
-def check_keys(path, state: dict, want: dict) -> None:
-    """Every key of the rebuild present with its shape, none extra: one line naming the first problem (what
-    ``load_state_dict(strict=False)`` would have filled or dropped silently)."""
-    missing = [k for k in want if k not in state]
-    unexpected = [k for k in state if k not in want]
-    if missing or unexpected:
-        more = lambda xs: f" and {len(xs) - 1} more" if len(xs) > 1 else ""  # noqa: E731
-        what = f"missing {missing[0]}{more(missing)}" if missing else f"unexpected {unexpected[0]}{more(unexpected)}"
-        raise MalformedModelError(f"{path}: keys do not match the rebuilt body ({what}); porting loads strictly, never "
-                                  "filling a missing weight; pass the checkpoint the run saved")
-    for k, t in want.items():
-        if tuple(state[k].shape) != tuple(t.shape):
-            raise MalformedModelError(f"{path}: tensor {k} has shape {list(state[k].shape)}, the body needs "
-                                      f"{list(t.shape)}")
-
-
 def rebuild(body: str, classes: int, frontend: dict, head: dict, bn_eps: float, state: dict, path,
             body_params: dict | None = None) -> MelCnnClassifier:
     net = MelCnnClassifier(body, classes, frontend, head, bn_eps, body_params)
     want = net.state_dict()
-    check_keys(path, state, want)
+    check_keys(path, state, want, "pass the checkpoint the run saved")
     net.load_state_dict({k: state[k].to(t.dtype) for k, t in want.items()}, strict=True)
     return net.eval()
 

@@ -13,54 +13,25 @@ window, exact.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...errors import GoldenError
-from ...golden import Case
+from ...golden import Case, generated_state, scratch_dir, store_file
 from ...parity.compare import ParityReport, StageResult, compare_exact, merge_windows
 from ...parity.contract import STRICT, Tier
-from ...parity.windowed import check_each, compare_all, compare_plan, compare_window, differs, first_order
+from ...parity.windowed import (check_each, chained_windows, compare_all, compare_plan, compare_window, differs,
+                                first_order)
 
 FAMILY = "melcnn"
-_TMP: dict = {}
-
-
-def _store_file(case: Case, rel: str) -> Path:
-    p = case.root / rel
-    if not p.is_file():
-        raise GoldenError(f"{p}: missing from the golden store; restore it (git checkout golden/melcnn)")
-    return p
 
 
 def state_of(case: Case) -> dict:
     """The case's full state dict (numpy), regenerated and checked against ``state_sha256``."""
-    import json
-
-    from safetensors.numpy import load_file
-
-    from ... import synth
-
-    meta = case.meta["model"]
-    recipe = json.loads(_store_file(case, f"models/{meta['generated']}").read_text())
-    if recipe.get("recipe") != synth.RECIPE:
-        raise GoldenError(f"{case.name}: weights made by {recipe.get('recipe')!r}; this porting regenerates "
-                          f"{synth.RECIPE} only")
-    fixed: dict = {}
-    for name in recipe["fixed"]:
-        fixed.update(load_file(str(_store_file(case, f"models/{name}"))))
-    state = synth.generate(recipe["layout"], fixed, int(recipe["seed"]))
-    got = synth.digest(state)
-    if got != meta["state_sha256"]:
-        raise GoldenError(f"{case.name}: regenerated weights have digest {got[:12]}, the capture's "
-                          f"{meta['state_sha256'][:12]} (numpy's generator changed?); the goldens cannot be checked")
-    return state
+    return generated_state(case)
 
 
 def materialise(case: Case, cache: dict) -> Path:
@@ -70,15 +41,11 @@ def materialise(case: Case, cache: dict) -> Path:
     meta = case.meta["model"]
     key = ("melcnn-run", meta["state_sha256"], meta["config"])
     if key not in cache:
-        root = _TMP.get("dir")
-        if root is None:
-            root = _TMP["dir"] = Path(tempfile.mkdtemp(prefix="porting-melcnn-"))
-            atexit.register(shutil.rmtree, root, True)
-        run = root / meta["name"]
+        run = scratch_dir("porting-melcnn-") / meta["name"]
         if not (run / meta["checkpoint"]).is_file():
             (run / ".hydra").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(_store_file(case, meta["config"]), run / ".hydra" / "config.yaml")
-            shutil.copyfile(_store_file(case, meta["class_names"]), run / "class_names.txt")
+            shutil.copyfile(store_file(case, meta["config"]), run / ".hydra" / "config.yaml")
+            shutil.copyfile(store_file(case, meta["class_names"]), run / "class_names.txt")
             state = OrderedDict((k, torch.from_numpy(np.array(v, copy=True))) for k, v in state_of(case).items())
             torch.save(state, run / meta["checkpoint"])
         cache[key] = run
@@ -124,7 +91,6 @@ def _propagated(net, gold: dict, actual: dict, cache: dict, key) -> dict:
 def check_melcnn_case(case: Case, tier: Tier, model_path: Path | None, device: str = "cpu", batch_size: int = 8,
                       backend: str = "torch", cache: dict | None = None, capture: str = "golden/melcnn") -> ParityReport:
     from ...convert import load_model
-    from ...io.stream import iter_windows
     from .detect import load_detector
 
     cache = {} if cache is None else cache
@@ -132,17 +98,9 @@ def check_melcnn_case(case: Case, tier: Tier, model_path: Path | None, device: s
     meta_w = case.meta["windows"]
     det = load_detector(path, device=device, backend=backend, batch_size=batch_size, window_s=meta_w["window_s"],
                         hop_s=meta_w["hop_s"])
-    if (det.window_samples, det.hop_samples) != (meta_w["window_samples"], meta_w["hop_samples"]):
-        raise GoldenError(f"{case.name}: window plan {det.window_samples}/{det.hop_samples} samples differs from the "
-                          f"golden's {meta_w['window_samples']}/{meta_w['hop_samples']}")
     net = det.model if backend == "torch" else load_model(path)[0]
     net = net.to(device).eval()
-    wanted, chained, index = set(case.stored_windows), {}, 0
-    for batch in iter_windows(case.audio_path, det.sample_rate, det.window_samples, det.hop_samples, batch_size):
-        for row in range(batch.waveforms.shape[0]):
-            if index in wanted:
-                chained[index] = torch.from_numpy(batch.waveforms[row:row + 1].copy())
-            index += 1
+    chained = chained_windows(case, det.sample_rate, det.window_samples, det.hop_samples, batch_size)
     results: list[StageResult] = []
     logit_shift: dict = {}
     for i in case.stored_windows:

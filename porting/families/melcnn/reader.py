@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ...errors import MalformedModelError, UnsafePickleError, UnsupportedModelError
+from ...errors import MalformedModelError, UnsupportedModelError
 from .bodies import BODIES, GHOST
 
 CONFIG = Path(".hydra") / "config.yaml"
@@ -156,32 +156,21 @@ def _checkpoint(run: Path, path: Path, name: str) -> Path:
 
 
 def read_state(path: Path) -> tuple[dict, str, str, list[str]]:
-    from ...io.unpickle import TensorRef, describe, read_file, unpickle
+    """``(state dict, sha256, container, notes)`` of the trainer's checkpoint, nothing executed; int8/QAT state is
+    refused in one line."""
+    from ...io.unpickle import describe, read_state_dict
 
-    source = read_file(path)
-    unp = unpickle(source)
-    if unp.refused:
-        raise UnsafePickleError(f"{path}: refused dangerous globals {', '.join(unp.refused)} (nothing was executed); "
-                                "do not load this file")
-    root, notes = unp.root, []
-    if isinstance(root, dict) and "model_state_dict" in root:
-        notes.append("checkpoint dict: model_state_dict read (optimizer/scheduler state ignored)")
-        root = root["model_state_dict"]
-    if isinstance(root, dict) and root:
-        quant = [k for k, v in root.items() if "_rebuild_qtensor" in describe(v) or
+    def no_int8(entries: dict) -> None:
+        quant = [k for k, v in entries.items() if "_rebuild_qtensor" in describe(v) or
                  any(m in str(k) for m in QAT_MARKERS)]
         if quant:
             raise UnsupportedModelError(f"{path}: holds int8 / QAT state ({quant[0]}, ...: torch.ao fake-quant or "
                                         "quantized tensors); porting reads the float checkpoints of these runs, int8 "
                                         "ones are not read yet")
-    if not (isinstance(root, dict) and root and all(isinstance(v, TensorRef) for v in root.values())):
-        raise MalformedModelError(f"{path}: holds {describe(unp.root)}, not a Project-Echo checkpoint (a state dict "
-                                  "of tensors, or a dict whose 'model_state_dict' is one)")
-    state = {str(k): v.tensor for k, v in root.items()}
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-        notes.append("keys saved under 'module.' (nn.DataParallel): prefix removed")
-    return state, source.sha256, unp.container, notes
+
+    f = read_state_dict(path, ("model_state_dict",), "a Project-Echo checkpoint", no_int8)
+    notes = ["checkpoint dict: model_state_dict read (optimizer/scheduler state ignored)"] if f.wrapper else []
+    return f.state, f.sha256, f.container, notes + f.notes
 
 
 def read_run(path: str | Path) -> RunSpec:
@@ -234,10 +223,11 @@ def read_run(path: str | Path) -> RunSpec:
         labels = rows
     else:
         notes.append(f"no {CLASS_NAMES}: labels class_0..class_{classes - 1}")
-    from .model import MelCnnClassifier, check_keys
+    from ...io.weights import check_keys
+    from .model import MelCnnClassifier
 
     want = MelCnnClassifier(body, classes, frontend, head, body_params=body_params).state_dict()
-    check_keys(ckpt, state, want)
+    check_keys(ckpt, state, want, "pass the checkpoint the run saved")
     notes.append("BatchNorm eps 1e-5 (nn.BatchNorm2d's default: Project-Echo builds its bodies without torchvision's "
                  "norm_layer; torchvision's efficientnet_v2 builders use 1e-3)")
     cfg_sha = hashlib.sha256(cfg_path.read_bytes()).hexdigest()

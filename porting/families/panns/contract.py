@@ -18,28 +18,11 @@ machine's ``F.logmel`` difference (``parity._propagated``), as the HF family doe
 
 from __future__ import annotations
 
-import numpy as np
-
-from ...parity.contract import ABS, ATOL, EXACT, GOLDEN_INPUT, ROW, RTOL, Rule
+from ...parity.contract import ABS, EXACT, GOLDEN_INPUT, MAP, ROW, Rule, bounded
 
 
-def _map(expected, ctx):
-    e = np.abs(np.asarray(expected, dtype=np.float64))
-    if not e.size:
-        return ATOL
-    scale = e.reshape(e.shape[0], -1).max(axis=1).reshape((-1,) + (1,) * (e.ndim - 1)) if e.ndim > 1 else e.max()
-    return ATOL + RTOL * scale
-
-
-def _bounded(stage):
-    def tol(expected, ctx):
-        return ctx.bounds(stage, expected) if ctx is not None else ATOL
-    return tol
-
-
-MAP = Rule(f"feature map: |d| <= {ATOL:g} + {RTOL:g} * max|map|", _map)
-LOGMEL = Rule("conv-STFT error model (porting.dsp.errormodel.convstft_db_bounds)", _bounded("F.logmel"))
-BN0 = Rule("conv-STFT error model through bn0's scale", _bounded("M.bn0"))
+LOGMEL = bounded("conv-STFT error model (porting.dsp.errormodel.convstft_db_bounds)", "F.logmel")
+BN0 = bounded("conv-STFT error model through bn0's scale", "M.bn0")
 
 TABLE: dict[str, tuple[Rule, Rule]] = {
     "A.waveform": (ABS, ABS),

@@ -12,15 +12,12 @@ Every op is per clip in eval, so a window's outputs do not depend on its batch (
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from ...errors import UnsupportedModelError
-from ...outputs import spell
-from ...scores import WindowScores
+from ...scores import WindowDetector, WindowScores
 
 DEFAULT_WINDOW_S = 10.0
 TOP = 3  # labels named per file in the terminal line
@@ -41,49 +38,11 @@ class PannsResult(WindowScores):
         return line, f"{positive} > {threshold:g}"
 
 
-@dataclass
-class PannsDetector:
-    model: torch.nn.Module  # PannsTagger, or an artifact behind its call
-    config: dict
-    window_samples: int
-    hop_samples: int
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    batch_size: int = 8
-    backend: str = "torch"
-    csv_layout = "windows"
+class PannsDetector(WindowDetector):
+    """Sigmoid per class (multi-label), ``PannsResult`` per recording (``porting.scores.WindowDetector``)."""
 
-    @property
-    def sample_rate(self) -> int:
-        return int(self.config["frontend"]["sample_rate"])
-
-    @property
-    def labels(self) -> list[str]:
-        return list(self.config["classes"])
-
-    def check_positive(self, positive: str | None) -> str | None:
-        if positive is not None and positive not in self.config["classes"]:
-            raise UnsupportedModelError(f"{spell('positive', positive)}: not a label of this model (e.g. "
-                                        f"{', '.join(self.config['classes'][:3])}); use one of its labels")
-        return positive
-
-    @torch.inference_mode()
-    def forward_windows(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits = self.model(waveform.to(self.device)).float().cpu()
-        return {"Y.logits": logits, "Y.probs": torch.sigmoid(logits)}
-
-    def n_windows(self, path) -> int:
-        from ...io.stream import n_windows
-
-        return n_windows(path, self.sample_rate, self.window_samples, self.hop_samples)
-
-    def run(self, path, on_batch: Callable[[int], None] | None = None) -> PannsResult:
-        from ...detect import stream_stages
-
-        plan, out = stream_stages(path, self.sample_rate, self.window_samples, self.hop_samples, self.batch_size,
-                                  self.forward_windows, ("Y.logits", "Y.probs"), on_batch)
-        return PannsResult(Path(path), tuple(self.labels), self.sample_rate, [w.start for w in plan],
-                           [w.length for w in plan], [w.partial for w in plan], out["Y.logits"], out["Y.probs"],
-                           plan.unscored_tail)
+    activation = "sigmoid"
+    result = PannsResult
 
 
 def window_plan(config: dict, min_samples: int, window_s: float | None, hop_s: float | None) -> tuple[int, int]:
@@ -117,27 +76,16 @@ class _OnnxPipeline(torch.nn.Module):
 
 def load_detector(path: Path, *, device: str, backend: str, batch_size: int | None, window_s=None, hop_s=None,
                   **source_options) -> PannsDetector:
-    from importlib.util import find_spec
-
     from ...convert import load_model
-    from ...export import verified
+    from ...export import onnx_backend
 
     device_t = torch.device(device)
     if backend not in ("auto", "torch", "onnx"):
         raise UnsupportedModelError(f"--backend {backend}: PANNs models run with auto, torch or onnx")
     model, config = load_model(path, device=device_t, **source_options)
-    onnx = Path(path) / "pipeline.onnx"
-    ok = Path(path).is_dir() and verified(Path(path)).get("pipeline.onnx", False) and onnx.is_file()
-    if backend == "auto":
-        backend = "onnx" if device_t.type == "cpu" and ok and find_spec("onnxruntime") is not None else "torch"
+    backend = onnx_backend(path, backend, device_t, "pipeline.onnx")
     if backend == "onnx":
-        if not onnx.is_file():
-            raise UnsupportedModelError(f"{path}: no pipeline.onnx; convert with `port convert MODEL --out DIR --export "
-                                        "onnx` or use --backend torch")
-        if not ok:
-            raise UnsupportedModelError(f"{onnx}: failed this model's verification (parity.json); re-run `port "
-                                        "convert` or use --backend torch")
-        model = _OnnxPipeline(onnx)
+        model = _OnnxPipeline(Path(path) / "pipeline.onnx")
     min_samples = int(config["min_samples"])
     w, h = window_plan(config, min_samples, window_s, hop_s)
     return PannsDetector(model, config, w, h, device_t, batch_size or 8, backend)

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-from ...export.declared import TFLITE_BATCHES, Artifact, export_artifact, parity_document
-from ...parity.contract import STRICT
+from ...export.declared import TFLITE_BATCHES, Artifact, export_artifact, golden_windows, parity_document
 from .model import PannsTagger
 
 FAMILY = "panns"
@@ -73,20 +72,6 @@ def _lengths(net: PannsTagger, window: int) -> list[int]:
     return [window, tail]
 
 
-def golden_windows(config: dict, golden: str | Path) -> list[tuple[str, dict]]:
-    """``(label, tensors)`` of every stored window of the golden cases captured from these weights."""
-    from ...golden import case_paths, load_case
-
-    want = config.get("state_digest")
-    out = []
-    for p in case_paths(golden):
-        case = load_case(p)
-        if case.error or case.family != FAMILY or case.meta["model"].get("state_sha256") != want:
-            continue
-        out += [(f"{case.name} window {i}", case.window(i)) for i in case.stored_windows]
-    return out
-
-
 def export_panns(net: PannsTagger, config: dict, out_dir: str | Path, formats, log=None,
                  golden: str | Path | None = None) -> dict:
     """Export ``formats`` of ``net`` into ``out_dir``, verify each artifact, write parity.json."""
@@ -96,13 +81,8 @@ def export_panns(net: PannsTagger, config: dict, out_dir: str | Path, formats, l
     net = net.cpu().eval()
     rate = int(config["frontend"]["sample_rate"])
     window = round(float(config["windows"]["window_s"]) * rate)
-    windows, tier = [], STRICT
-    if golden is not None:
-        from ...parity.contract import choose_tier
-        from ...parity.fingerprint import load_fingerprint, machine_fingerprint
-
-        windows = golden_windows(config, golden)
-        tier = choose_tier(load_fingerprint(golden), machine_fingerprint()).name
+    windows, tier = golden_windows(golden, lambda case: case.family == FAMILY and case.meta["model"].get(
+        "state_sha256") == config.get("state_digest"))
     extra = {"config.json": json.dumps(config)}
     artifacts: dict[str, dict] = {}
     with torch.no_grad():

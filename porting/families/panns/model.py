@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import MalformedModelError
+from ...io.weights import check_keys
 
 from ...dsp.convstft import power_spectrogram, power_to_db
 from .bodies import BODIES, head_pool
@@ -111,21 +111,6 @@ class PannsTagger(nn.Module):
         return out
 
 
-def check_keys(path, state: dict, want: dict) -> None:
-    """Every key of the rebuild present with its shape, none extra: one line naming the first problem."""
-    missing = [k for k in want if k not in state]
-    unexpected = [k for k in state if k not in want]
-    if missing or unexpected:
-        more = lambda xs: f" and {len(xs) - 1} more" if len(xs) > 1 else ""  # noqa: E731
-        what = f"missing {missing[0]}{more(missing)}" if missing else f"unexpected {unexpected[0]}{more(unexpected)}"
-        raise MalformedModelError(f"{path}: keys do not match the rebuilt body ({what}); porting loads strictly, never "
-                                  "filling a missing weight; pass the checkpoint as trained")
-    for k, t in want.items():
-        if tuple(state[k].shape) != tuple(t.shape):
-            raise MalformedModelError(f"{path}: tensor {k} has shape {list(state[k].shape)}, the body needs "
-                                      f"{list(t.shape)}")
-
-
 def build(spec) -> PannsTagger:
     """The rebuild of a checkpoint read by ``reader.read_panns`` (keys and shapes already checked), strict load."""
     net = PannsTagger(spec.body, spec.n_fft, spec.n_mels, spec.classes, spec.frontend)
@@ -150,6 +135,6 @@ def load_converted(path, preset=None, sample_rate=None, hop_size=None) -> tuple[
                                         "re-run `port convert` with it")
     net = PannsTagger(config["body"], config["n_fft"], config["n_mels"], len(config["classes"]), fe)
     want = net.state_dict()
-    check_keys(path / WEIGHTS_NAME, state, want)
+    check_keys(path / WEIGHTS_NAME, state, want, "pass the checkpoint as trained")
     net.load_state_dict({k: state[k].to(t.dtype) for k, t in want.items()}, strict=True)
     return net.eval(), config

@@ -17,59 +17,25 @@ twice, with the family's table (``contract``):
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ...errors import GoldenError
-from ...golden import Case
+from ...golden import Case, generated_state, scratch_dir
 from ...parity.compare import ParityReport, StageResult, compare_exact, merge_windows
 from ...parity.contract import STRICT, Tier
-from ...parity.windowed import check_each, compare_all, compare_plan, compare_window, differs, first_order
+from ...parity.windowed import (check_each, chained_windows, compare_all, compare_plan, compare_window, differs,
+                                first_order)
 
 FAMILY = "panns"
 THRESHOLD = 0.5
 
 
-def _store_file(case: Case, name: str) -> Path:
-    p = case.root / "models" / name
-    if not p.is_file():
-        raise GoldenError(f"{p}: missing from the golden store; restore it (git checkout golden/panns)")
-    return p
-
-
 def state_of(case: Case) -> dict:
     """The case's full state dict (numpy), regenerated and checked against ``state_sha256``."""
-    import json
-
-    from safetensors.numpy import load_file
-
-    from ... import synth
-
-    meta = case.meta["model"]
-    recipe = json.loads(_store_file(case, meta["generated"]).read_text())
-    if recipe.get("recipe") != synth.RECIPE:
-        raise GoldenError(f"{case.name}: weights made by {recipe.get('recipe')!r}; this porting regenerates "
-                          f"{synth.RECIPE} only")
-    names = recipe["fixed"] if isinstance(recipe["fixed"], list) else [recipe["fixed"]]  # list: frontend + own 1-D
-    fixed: dict = {}
-    for name in names:
-        part = load_file(str(_store_file(case, name)))
-        twice = sorted(set(part) & set(fixed))
-        if twice:
-            raise GoldenError(f"{case.name}: {twice[0]} is in two of its fixed files ({', '.join(names)})")
-        fixed.update(part)
-    state = synth.generate(recipe["layout"], fixed, int(recipe["seed"]))
-    got = synth.digest(state)
-    if got != meta["state_sha256"]:
-        raise GoldenError(f"{case.name}: regenerated weights have digest {got[:12]}, the capture's {meta['state_sha256'][:12]}"
-                          " (numpy's generator changed?); the goldens cannot be checked with these weights")
-    return state
+    return generated_state(case)
 
 
 def materialise(case: Case, cache: dict) -> Path:
@@ -78,19 +44,13 @@ def materialise(case: Case, cache: dict) -> Path:
 
     key = ("panns-ckpt", case.meta["model"]["state_sha256"])
     if key not in cache:
-        root = _TMP.get("dir")
-        if root is None:
-            root = _TMP["dir"] = Path(tempfile.mkdtemp(prefix="porting-panns-"))
-            atexit.register(shutil.rmtree, root, True)
-        path = root / case.meta["model"]["file"]
+        path = scratch_dir("porting-panns-") / case.meta["model"]["file"]
         if not path.is_file():
             state = OrderedDict((k, torch.from_numpy(np.array(v, copy=True))) for k, v in state_of(case).items())
             torch.save({"iteration": 0, "model": state, "sampler": {"indexes": np.arange(4, dtype=np.int64)}}, path)
         cache[key] = path
     return cache[key]
 
-
-_TMP: dict = {}
 
 
 class PannsContext:
@@ -138,7 +98,6 @@ def check_panns_case(case: Case, tier: Tier, model_path: Path | None, device: st
     """Every stage of every stored window of ``case`` plus ``all.*``, in ``tier``. ``backend="onnx"`` runs the
     logits from ``pipeline.onnx`` of a converted ``model_path`` (``M.*`` stages are then the rebuild's)."""
     from ...convert import load_model
-    from ...io.stream import iter_windows
     from .detect import load_detector
 
     cache = {} if cache is None else cache
@@ -146,17 +105,9 @@ def check_panns_case(case: Case, tier: Tier, model_path: Path | None, device: st
     meta_w = case.meta["windows"]
     det = load_detector(path, device=device, backend=backend, batch_size=batch_size, window_s=meta_w["window_s"],
                         hop_s=meta_w["hop_s"])
-    if (det.window_samples, det.hop_samples) != (meta_w["window_samples"], meta_w["hop_samples"]):
-        raise GoldenError(f"{case.name}: window plan {det.window_samples}/{det.hop_samples} samples differs from the "
-                          f"golden's {meta_w['window_samples']}/{meta_w['hop_samples']}")
     net = det.model if backend == "torch" else load_model(path)[0]
     net = net.to(device).eval()
-    wanted, chained, index = set(case.stored_windows), {}, 0
-    for batch in iter_windows(case.audio_path, det.sample_rate, det.window_samples, det.hop_samples, batch_size):
-        for row in range(batch.waveforms.shape[0]):
-            if index in wanted:
-                chained[index] = torch.from_numpy(batch.waveforms[row:row + 1].copy())
-            index += 1
+    chained = chained_windows(case, det.sample_rate, det.window_samples, det.hop_samples, batch_size)
     results: list[StageResult] = []
     logit_shift: dict = {}
     for i in case.stored_windows:

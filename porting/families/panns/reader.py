@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ...errors import MalformedModelError, UnsafePickleError, UnsupportedModelError
+from ...errors import MalformedModelError, UnsupportedModelError
 from .bodies import BODIES, body_of
 from .presets import BY_NAME, MATCH, PRESETS, identify
 
@@ -71,26 +71,10 @@ def audioset_labels() -> list[str]:
 
 def read_state(path: Path) -> tuple[dict, str, str, dict, list[str]]:
     """``(state dict, sha256, container, other top-level entries described, notes)``, nothing executed."""
-    from ...io.unpickle import TensorRef, describe, read_file, unpickle
+    from ...io.unpickle import read_state_dict
 
-    source = read_file(path)
-    unp = unpickle(source)
-    if unp.refused:
-        raise UnsafePickleError(f"{path}: refused dangerous globals {', '.join(unp.refused)} (nothing was executed); "
-                                "do not load this file")
-    root, notes, wrapper = unp.root, [], {}
-    if isinstance(root, dict) and "model" in root and isinstance(root["model"], dict):
-        wrapper = {str(k): describe(v) for k, v in root.items() if k != "model"}
-        root = root["model"]
-    if not (isinstance(root, dict) and root and all(isinstance(v, TensorRef) for v in root.values())):
-        raise MalformedModelError(f"{path}: holds {describe(unp.root)}, not a PANNs checkpoint (a state dict of "
-                                  "tensors, or a dict whose 'model' is one)")
-    state = {str(k): v.tensor for k, v in root.items()}
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-        notes.append("keys saved under 'module.' (nn.DataParallel): prefix removed")
-    return state, source.sha256, unp.container, wrapper, notes
-
+    f = read_state_dict(path, ("model",), "a PANNs checkpoint")
+    return f.state, f.sha256, f.container, f.wrapper, f.notes
 
 
 def _frontend(path: Path, state: dict, n_fft: int, preset: str | None, sample_rate: int | None,
@@ -160,8 +144,9 @@ def read_panns(path: str | Path, preset: str | None = None, sample_rate: int | N
     labels = audioset_labels() if classes == AUDIOSET_CLASSES else [f"class_{i}" for i in range(classes)]
     if classes != AUDIOSET_CLASSES:
         notes.append(f"{classes} classes (not AudioSet's 527): labels class_0..class_{classes - 1}")
-    from .model import PannsTagger, check_keys
+    from ...io.weights import check_keys
+    from .model import PannsTagger
 
     want = PannsTagger(body, n_fft, int(mel_w.shape[1]), max(classes, 1), frontend).state_dict()
-    check_keys(path, state, want)
+    check_keys(path, state, want, "pass the checkpoint as trained")
     return PannsSpec(path, sha, container, wrapper, body, n_fft, int(mel_w.shape[1]), state, frontend, labels, notes)
