@@ -81,6 +81,10 @@ ECHO_FILES = {
                            "dfa3a09d128bb7b65e099d1154a14264499708966dc07a23108d7f1c9ddf1aaf"),
     "config/model/efficientnet_v2.yaml": ("2db30a69aa794bdafd5ba854daced7faa0e67080",
                                           "230679f4045fb58fc084036ed53245c2a106a5ba34787a79b00486f02c7551be"),
+    "model/ghost_effv2.py": ("4a9a72f31a01f11b6686f59255b014be2207b58d",
+                             "5763d37e94f722e6065df39e1fec1e804304a86b3fc35276a67ec5f5be8efbf4"),
+    "config/model/ghost_efficientnet_v2.yaml": ("76e6263ab408c7bc70a95e314b53bc6be362ec73",
+                                                "2e6133fcb5f0c3955611ab6b23b90933a12383a2e674bb68d57a0aeade451729"),
 }
 # Modules the upstream files import at module level that the reference interpreter may lack; each missing one is
 # replaced by an inert stub (nothing the captured inference path calls: plotting, UMAP, progress bars, disk cache).
@@ -97,10 +101,13 @@ DATA_32K_3S = {"audio_clip_duration": 3, "sample_rate": 32000, "n_fft": 1024, "h
                "fmin": 50, "fmax": 14000, "top_db": 80}
 DATA_32K_5S = {"audio_clip_duration": 5, "sample_rate": 32000, "n_fft": 1024, "hop_length": 320, "n_mels": 64,
                "fmin": 50, "fmax": 14000, "top_db": 80}
+DATA_32K_4S = {"audio_clip_duration": 4, "sample_rate": 32000, "n_fft": 1024, "hop_length": 320, "n_mels": 96,
+               "fmin": 50, "fmax": 14000, "top_db": 80}
 DATA_KEYS = tuple(DATA_48K)
 
-# name -> the run: data values, training.use_arcface, the model section (None: efficientnet_v2.yaml@2db30a6 as is),
-# the upstream class and its constructor kwargs, synth seed, M.features module, head kind
+# name -> the run: data values, training.use_arcface, the model section (None: efficientnet_v2.yaml@2db30a6 as is;
+# a str: that upstream yaml of ECHO_FILES as is), the upstream class and its constructor kwargs, synth seed,
+# M.features module (+ "features_hook": "pre" for the input of that module, else its output), head kind
 MODELS = {
     "effv2_s_cosine": {
         "data": DATA_48K, "use_arcface": "arcface", "model_cfg": None,
@@ -130,6 +137,15 @@ MODELS = {
         "ctor": {"num_classes": NUM_CLASSES, "pretrained": False, "use_arcface": False},
         "seed": 13, "features": "cnn.conv_block6", "head": "linear",
     },
+    "ghost_cosine": {
+        # config.yaml@76e6263's own default model group (defaults: [model: ghost_efficientnet_v2, ...]) as is; its
+        # use_qat: true is the QAT wrapping main.py applies for training/export: the float model is what is captured
+        "data": DATA_32K_4S, "use_arcface": "arcface", "model_cfg": "config/model/ghost_efficientnet_v2.yaml",
+        "module": "model.ghost_effv2", "class": "GhostEfficientNetV2",
+        "ctor": {"num_classes": NUM_CLASSES, "width_mult": 1.0, "depth_mult": 1.0, "drop_rate": 0.1, "use_arcface": True},
+        # M.features: the input of backbone[-1] (the pool Sequential = model.pool): the last Ghost block's output
+        "seed": 14, "features": "backbone.41", "features_hook": "pre", "head": "cosine",
+    },
 }
 RECORDING = "birds44k1.wav"
 RECORDINGS = {RECORDING: (44100, 1, 23.0, "WAV", "PCM_16")}
@@ -147,6 +163,15 @@ HEAD_LOGIT_OFFSET = 3.0
 # weight gain of the last BatchNorm before the head (Linear heads only): the generated head weight has a fixed scale
 # and the pooled embedding varies little between clips, so without it the softmax is nearly flat
 HEAD_BN_GAIN = {"effv2_s_linear": 5.0, "cnn14_linear": 2.0}
+# GhostEfficientNetV2's LayerScale gammas ([1, C, 1, 1]; upstream init 1e-5, trained ones are larger): stored in the
+# fixed tensors, LAYERSCALE_BASE + 0.1*n per channel (same rng rule as the BatchNorms)
+LAYERSCALE_BASE = 0.5
+# Cosine heads whose weight is conditioned (stored in the fixed tensors) instead of generated: each class vector is the
+# calibration embeddings' mean direction plus ALIGN_NOISE times a seeded random unit vector, so cos θ sits near
+# 1/sqrt(1 + ALIGN_NOISE^2) as a trained ArcFace head's does for its class, not near 0 as random 256-d vectors do
+# (cos θ ~ 0.1 made s·cos θ's rows small against the float32 noise of the body: 1.14 of the row rule with forced
+# kernels)
+COSINE_HEAD_ALIGN = {"ghost_cosine": 0.8}
 NOISE_SEED = 20240
 N_CAL_SCENES = 6
 FORCED_ISA_ENV = {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}
@@ -230,7 +255,7 @@ def _install_stubs() -> list[str]:
 
 
 def load_echo(echo: Path):
-    """(model.effv2, model.panns_cnn14, dataset) imported from ``echo`` (sha256-checked), with ``echo`` on sys.path."""
+    """(model.effv2, model.panns_cnn14, model.ghost_effv2, dataset) imported from ``echo`` (sha256-checked), with ``echo`` on sys.path."""
     echo = _echo_dir(echo)
     echo_hashes(echo)
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -238,7 +263,8 @@ def load_echo(echo: Path):
     sys.path.insert(0, str(echo))
     import importlib
 
-    mods = {n: importlib.import_module(n) for n in ("model.effv2", "model.panns_cnn14", "dataset", "model.utils")}
+    mods = {n: importlib.import_module(n)
+            for n in ("model.effv2", "model.panns_cnn14", "model.ghost_effv2", "dataset", "model.utils")}
     for n, m in mods.items():
         want = (echo / (n.replace(".", "/") + ".py")).resolve()
         if Path(m.__file__).resolve() != want:
@@ -450,6 +476,10 @@ def compose_config(echo: Path, name: str):
     base = OmegaConf.load(echo / "config" / "config.yaml")
     if spec["model_cfg"] is None:
         model = OmegaConf.load(echo / "config" / "model" / "efficientnet_v2.yaml")
+    elif isinstance(spec["model_cfg"], str):
+        if spec["model_cfg"] not in ECHO_FILES:
+            raise RuntimeError(f"{spec['model_cfg']} is not a pinned upstream file")
+        model = OmegaConf.load(echo / spec["model_cfg"])
     else:
         model = OmegaConf.create(copy.deepcopy(spec["model_cfg"]))
     body = OmegaConf.to_container(base, resolve=False)
@@ -594,6 +624,39 @@ def _bn_followed_by_act(model) -> dict:
                 nxt = kids[j + 1][1] if j + 1 < len(kids) else None
                 act = nxt if isinstance(nxt, (torch.nn.ReLU, torch.nn.SiLU)) else None
                 out[f"{pname}.{cname}" if pname else cname] = type(act).__name__ if act is not None else None
+    # GhostEfficientNetV2's ConvBnAct (conv -> batch_norm -> activation, not a Sequential): its BN is followed by its
+    # activation (SiLU, or Identity when relu=False)
+    for pname, parent in model.named_modules():
+        if type(parent).__name__ == "ConvBnAct" and isinstance(parent.batch_norm, torch.nn.modules.batchnorm._BatchNorm):
+            act = parent.activation
+            out[f"{pname}.batch_norm"] = (type(act).__name__ if isinstance(act, (torch.nn.ReLU, torch.nn.SiLU))
+                                          else None)
+    return out
+
+
+def _aliases(sd) -> dict:
+    """{key: twin} for state-dict keys holding the very same tensor as a later key (GhostEfficientNetV2 registers its
+    stem twice: ``stem.*`` and ``backbone.0.*``); twin = the last key of the group in state_dict() order."""
+    groups: dict = {}
+    for k, v in sd.items():
+        groups.setdefault((v.data_ptr(), tuple(v.shape), tuple(v.stride()), str(v.dtype)), []).append(k)
+    return {k: ks[-1] for ks in groups.values() if len(ks) > 1 for k in ks[:-1]}
+
+
+def _layerscale_keys(model) -> list:
+    """State-dict keys of LayerScale ``gamma`` parameters ([1, C, 1, 1]: not generated, stored in the fixed tensors)."""
+    return [f"{n}.gamma" for n, m in model.named_modules() if type(m).__name__ == "LayerScale"]
+
+
+def fixed_nd_keys(model, name: str = "") -> dict:
+    """Tensors of 2+ dims stored in the fixed tensors instead of generated, with why (none for EfficientNet / CNN14)."""
+    out = {k: "LayerScale gamma: conditioned (LAYERSCALE_BASE + 0.1*n)" for k in _layerscale_keys(model)}
+    if name in COSINE_HEAD_ALIGN:
+        out["head.weight"] = (f"cosine head aligned with the calibration embeddings (mean direction + "
+                              f"{COSINE_HEAD_ALIGN[name]:g} x a seeded unit vector per class)")
+    for k, twin in _aliases(model.state_dict()).items():
+        if model.state_dict()[k].ndim >= 2:
+            out[k] = f"the same tensor as {twin} (registered twice): a copy of the generated {twin}"
     return out
 
 
@@ -625,8 +688,15 @@ def condition(model, name: str, xs: list) -> dict:
         new[f"{bn_name}.weight"] = (g * (1 + 0.1 * _seeded(seed, f"{bn_name}.weight", 1).standard_normal(c))).astype(np.float32)
         off = BN_BIAS_OFFSET if acts[bn_name] else 0.0
         new[f"{bn_name}.bias"] = (off + 0.1 * _seeded(seed, f"{bn_name}.bias", 1).standard_normal(c)).astype(np.float32)
+    gammas = _layerscale_keys(model)
+    for k in gammas:
+        c = sd[k].numel()
+        new[k] = (LAYERSCALE_BASE + 0.1 * _seeded(seed, k, 1).standard_normal(c)).astype(np.float32).reshape(sd[k].shape)
+    aliases = _aliases(sd)  # twins of a key set here (stem.1.* = backbone.0.1.*) take its value with it
     head_key = "head.bias"
-    small = [k for k, v in sd.items() if k.endswith(".bias") and v.ndim == 1 and k not in new and k != head_key]
+    small = [k for k, v in sd.items()
+             if k.endswith(".bias") and v.ndim == 1 and k not in new and k != head_key and k not in aliases
+             and not any(aliases.get(n) == k for n in new)]
     for k in small:
         new[k] = (0.05 * _seeded(seed, k, 1).standard_normal(sd[k].shape[0])).astype(np.float32)
     with torch.no_grad():
@@ -678,6 +748,18 @@ def condition(model, name: str, xs: list) -> dict:
         "small_biases": {"rule": SMALL_BIAS + " (same rng rule)", "keys": small},
         "calibration_inputs": len(xs),
     }
+    if gammas:
+        info["layerscale_gamma"] = {
+            "rule": f"{LAYERSCALE_BASE:g} + 0.1*n per channel (same rng rule, key = the gamma's state-dict key), set "
+                    "before the running statistics are calibrated",
+            "why": "upstream initialises gamma to 1e-5 (the residual branches ~off; trained values are larger); "
+                   f"{LAYERSCALE_BASE:g} lets every residual branch count while the activations stay bounded",
+            "keys": len(gammas)}
+    if aliases:
+        info["aliased_keys"] = {
+            "pairs": aliases,
+            "rule": "keys holding the same tensor (the stem registered as model.stem and model.backbone[0]): one value, "
+                    "stored under both keys; the 4-D stem conv weight is generated once, for the later key"}
     if spec["head"] == "linear":
         z = (emb @ W.T).numpy()  # [clips, C], float64
         mean, std = z.mean(0), z.std(0)
@@ -692,8 +774,23 @@ def condition(model, name: str, xs: list) -> dict:
                              "default_rng(SeedSequence([seed, crc32('head.bias'), 1])).permutation")
         info["pre_bias_logits"] = {"class_mean": mean.tolist(), "class_std_over_clips": std.tolist()}
     else:
+        if name in COSINE_HEAD_ALIGN:
+            noise = COSINE_HEAD_ALIGN[name]
+            mean_dir = torch.nn.functional.normalize(torch.nn.functional.normalize(emb).mean(0), dim=0)
+            rows = []
+            for c in range(W.shape[0]):
+                z = torch.from_numpy(_seeded(seed, f"head.weight.{c}", 1).standard_normal(W.shape[1]))
+                rows.append(mean_dir + noise * torch.nn.functional.normalize(z, dim=0))
+            W = torch.stack(rows)
+            with torch.no_grad():
+                model.head.weight.copy_(W.float())
+            W = model.head.weight.detach().double()
+            info["head"] = (f"CosineLinear: no bias; weight row c = normalize(mean over the calibration inputs of "
+                            f"normalize(embedding)) + {noise:g} * normalize(n_c), n_c = default_rng(SeedSequence([seed, "
+                            "crc32('head.weight.<c>'), 1])).standard_normal(D) (float64, stored as float32)")
+        else:
+            info["head"] = "CosineLinear: no bias, nothing conditioned"
         cos = torch.nn.functional.linear(torch.nn.functional.normalize(emb), torch.nn.functional.normalize(W)).numpy()
-        info["head"] = "CosineLinear: no bias, nothing conditioned"
         info["cos_on_calibration"] = {"min": float(cos.min()), "max": float(cos.max()), "std": float(cos.std())}
     return info
 
@@ -827,9 +924,13 @@ def make_model(echo: Path, store: Path, cache: Path, name: str, threads: int) ->
     model = build(mods, name).eval()
     sd0 = state_numpy(model.state_dict())
     layout = [[k, list(v.shape), str(v.dtype)] for k, v in sd0.items()]
-    generated = [k for k, shape, _ in layout if len(shape) >= 2]
+    nd_fixed = fixed_nd_keys(model, name)  # 2+-dim tensors kept in the fixed tensors (GhostEfficientNetV2 only)
+    aliases = _aliases(model.state_dict())
+    generated = [k for k, shape, _ in layout if len(shape) >= 2 and k not in nd_fixed]
     fixed = {k: v for k, v in sd0.items() if k not in generated}
     state = synth.generate(layout, fixed, seed)
+    for k, twin in aliases.items():  # one tensor: its twin's (generated) value under both keys
+        state[k] = state[twin].copy()
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     model.eval()
     clips, clip_names = calibration_clips(name)
@@ -844,8 +945,11 @@ def make_model(echo: Path, store: Path, cache: Path, name: str, threads: int) ->
     state = synth.generate(layout, fixed, seed)
     if synth.digest(state) != synth.digest(now):
         raise RuntimeError(f"{name}: synth.generate does not reproduce the conditioned state")
-    if any(v.ndim > 1 for v in fixed.values()):
+    if any(v.ndim > 1 and k not in nd_fixed for k, v in fixed.items()):
         raise RuntimeError(f"{name}: a fixed tensor of 2+ dims")
+    for k, twin in aliases.items():
+        if not np.array_equal(now[k], now[twin]):
+            raise RuntimeError(f"{name}: {k} and {twin} differ")
     models_dir = store / "models"
     own_file = f"{name}.fixed.safetensors"
     _atomic_write(models_dir / own_file, np_save(fixed, metadata={"model": name}))
@@ -882,7 +986,8 @@ def make_model(echo: Path, store: Path, cache: Path, name: str, threads: int) ->
         "fixed": [own_file],
         "fixed_sha256": {own_file: sha256_file(models_dir / own_file)},
         "fixed_is": "every 0-D/1-D tensor of the state dict (BatchNorm affine + running statistics + num_batches_tracked, "
-                    "biases); every >=2-D weight is generated by the recipe",
+                    "biases); every >=2-D weight is generated by the recipe"
+                    + ("" if not nd_fixed else ", except the 2+-dim tensors of fixed_nd (stored)"),
         "state_sha256": synth.digest(state),
         "checkpoint": ckpt.name,
         "checkpoint_sha256": sha256_file(ckpt),
@@ -894,6 +999,8 @@ def make_model(echo: Path, store: Path, cache: Path, name: str, threads: int) ->
         "parameters": {"total": int(sum(int(np.prod(s_)) for _, s_, _ in layout)),
                        "fixed": int(sum(int(v.size) for v in fixed.values()))},
         "features_module": spec["features"],
+        **({"features_hook": spec["features_hook"]} if "features_hook" in spec else {}),
+        **({"fixed_nd": nd_fixed} if nd_fixed else {}),
         "head": {"kind": spec["head"], "s": s, "source": s_key},
         "conditioning": cond,
         "forced_isa_max_abs_dprob": isa["max_abs_dprob"],
@@ -940,6 +1047,7 @@ STAGES = ("A.waveform", "F.mel", "F.db", "F.input", "M.features", "M.embedding",
 def hooks_doc(name: str) -> dict:
     spec = MODELS[name]
     eff = spec["class"] == "EfficientNetV2ArcFace"
+    ghost = spec["class"] == "GhostEfficientNetV2"
     d = MODELS[name]["data"]
     return {
         "A.waveform": "the window: y[start:start+length] of y = librosa.load(path, sr=cfg.data.sample_rate, mono=True) "
@@ -950,8 +1058,12 @@ def hooks_doc(name: str) -> dict:
         "F.input": "what SpectrogramDataset.__getitem__ returns: (db - db.min()) / (db.max() - db.min() + 1e-6), "
                    "expand_dims(0), torch float32; with the batch dim: [1, 1, n_mels, T] = the model input",
         "M.features": ("forward hook: output of model.features (the EfficientNet body, after features.7's SiLU), [1, 1280, H, W]"
-                       if eff else "forward hook: output of model.cnn.conv_block6 (pool (1,1): identity), [1, 2048, n_mels/32, T/32]"),
+                       if eff else "forward pre-hook on model.backbone[-1] (backbone.41, the pool Sequential = model.pool): "
+                       "its input = the output of the last Ghost MBConv block (x + layerscale(conv(x)); no activation), "
+                       "[1, 256, n_mels/32, T/32] (ceil)" if ghost else "forward hook: output of model.cnn.conv_block6 (pool (1,1): identity), [1, 2048, n_mels/32, T/32]"),
         "M.embedding": ("forward pre-hook: input of model.head = flatten(avgpool(M.features), 1), [1, 1280]" if eff else
+                        "forward pre-hook: input of model.head = model.pool(M.features) = flatten(AdaptiveAvgPool2d(1)), "
+                        "Dropout off in eval, [1, 256]" if ghost else
                         "forward pre-hook: input of model.head = relu_(cnn.fc1(max_dim2 + mean_dim2 of mean(M.features, dim=3)))"
                         " (eval: dropout off), [1, 2048]"),
         "Y.output": "model(x) in eval, as is: " + ("cos(theta) of the CosineLinear head" if spec["head"] == "cosine"
@@ -1035,6 +1147,7 @@ def capture(echo: Path, store: Path, name: str, rec: str, capture_date: str, thr
             "fixed_sha256": gen["fixed_sha256"],
             "loaded_with": "model.load_state_dict(state, strict=True); model.eval()",
             "features_module": spec["features"],
+            **({"features_hook": spec["features_hook"]} if "features_hook" in spec else {}),
             "upstream": {rel: dict(v) for rel, v in hashes.items()},
         },
         "audio": audio_record(audio_path, rec, info),
@@ -1069,9 +1182,16 @@ def capture(echo: Path, store: Path, name: str, rec: str, capture_date: str, thr
     meta["activation"] = "softmax"
 
     grabbed: dict = {}
+    if spec.get("features_hook") == "pre":
+        fmod = dict(model.named_modules(remove_duplicate=False))[spec["features"]]
+        if fmod is not model.backbone[-1]:
+            sys.exit(f"error: {spec['features']} is not model.backbone[-1]")
+        fhook = fmod.register_forward_pre_hook(lambda m, a: grabbed.__setitem__("M.features", a[0].detach().clone()))
+    else:
+        fhook = dict(model.named_modules())[spec["features"]].register_forward_hook(
+            lambda m, a, o: grabbed.__setitem__("M.features", o.detach().clone()))
     handles = [
-        dict(model.named_modules())[spec["features"]].register_forward_hook(
-            lambda m, a, o: grabbed.__setitem__("M.features", o.detach().clone())),
+        fhook,
         model.head.register_forward_pre_hook(lambda m, a: grabbed.__setitem__("M.embedding", a[0].detach().clone())),
     ]
     fe = UpstreamFrontend(mods, cfg, waves)
@@ -1095,6 +1215,8 @@ def capture(echo: Path, store: Path, name: str, rec: str, capture_date: str, thr
             checks["output_equal_head_embedding"] &= bool(torch.equal(model.head(rec_t["M.embedding"]), out))
             if spec["class"] == "EfficientNetV2ArcFace":
                 e = torch.flatten(model.avgpool(rec_t["M.features"]), 1)
+            elif spec["class"] == "GhostEfficientNetV2":
+                e = model.pool(rec_t["M.features"].clone())
             else:
                 f = torch.mean(rec_t["M.features"], dim=3)
                 e = torch.relu(model.cnn.fc1(torch.max(f, dim=2)[0] + torch.mean(f, dim=2)))

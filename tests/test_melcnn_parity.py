@@ -32,11 +32,12 @@ def _case(model: str):
     raise LookupError(model)
 
 
-def test_store_covers_both_bodies_and_both_heads():
+def test_store_covers_every_body_and_both_heads():
     cases = [load_case(p) for p in CASES]
-    assert {c.meta["model"]["class"] for c in cases} == {"EfficientNetV2ArcFace", "PannsCNN14ArcFace"}
+    assert {c.meta["model"]["class"] for c in cases} == {"EfficientNetV2ArcFace", "GhostEfficientNetV2",
+                                                          "PannsCNN14ArcFace"}
     assert {c.meta["head"]["kind"] for c in cases} == {"linear", "cosine"}
-    assert len({c.meta["frontend"]["sample_rate"] for c in cases}) == 2
+    assert len({(c.meta["frontend"]["sample_rate"], c.meta["frontend"]["n_mels"]) for c in cases}) == 4
     assert all(c.meta["family"] == "melcnn" and c.stored_windows for c in cases)
     assert any(c.window(i)["A.waveform"].shape[-1] < c.meta["windows"]["window_samples"]
                for c in cases for i in c.stored_windows), "no partial (zero-padded) tail window is stored"
