@@ -1,4 +1,5 @@
-"""Window planning and file writing shared by the capture harnesses (hf_capture.py, panns_capture.py).
+"""What the capture harnesses share (hf_capture.py, panns_capture.py, melcnn_capture.py): window planning, file
+writing, the seeded generators and the platform record.
 
 Runs in every reference venv: the standard library and numpy only. The plan is porting.io.stream.plan_windows's,
 written again here so that the harnesses never import porting.
@@ -7,8 +8,12 @@ written again here so that the harnesses never import porting.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import json
 import os
+import platform
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +94,42 @@ def audio_record(path: Path, name: str, info) -> dict:
     """A case's ``audio`` block: the recording's file name, sha256 and ``soundfile.info`` fields."""
     return {"file": name, "sha256": sha256_file(path), "sample_rate": info.samplerate, "channels": info.channels,
             "frames": info.frames, "subtype": info.subtype, "format": info.format}
+
+
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1) + "\n").encode()
+
+
+def load_by_path(name: str, path: Path):
+    """A module imported from its file (porting's numpy-only modules: the harnesses never import porting)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def tensor_dtype(t) -> str:
+    return str(t.dtype).replace("torch.", "")
+
+
+def state_numpy(sd) -> dict:
+    return {k: v.detach().cpu().numpy().copy() for k, v in sd.items()}
+
+
+def seeded(seed: int, key: str, salt: int) -> np.random.Generator:
+    """numpy's generator for ``(seed, key, salt)``: one stream per tensor key, whatever order they are made in."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(key.encode()), salt]))
+
+
+def cpu_name() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def platform_record() -> dict:
+    return {"os": f"{platform.system()} {platform.machine()}", "platform": platform.platform(), "cpu": cpu_name()}

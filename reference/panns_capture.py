@@ -49,6 +49,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness_common.py beside this file
 from harness_common import audio_record, sha256_file, window_plan, window_priority  # noqa: E402
 from harness_common import atomic_write as _atomic_write, hann_burst as _hann_burst  # noqa: E402
+from harness_common import json_bytes as _json_bytes, load_by_path as _load_by_path  # noqa: E402
+from harness_common import platform_record as _platform, seeded as _seeded, state_numpy  # noqa: E402
+from harness_common import tensor_dtype as _dtype  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -110,17 +113,6 @@ FORCED_ISA_LIMIT = 5e-6  # max |dprob| a fixture may show (the contract's tolera
 # ------------------------------------------------------------------------------------------ helpers
 
 
-def _json_bytes(obj) -> bytes:
-    return (json.dumps(obj, indent=1) + "\n").encode()
-
-
-def _load_by_path(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def load_synth():
     """porting/synth.py by file path (numpy only; porting itself is never imported)."""
     return _load_by_path("_panns_synth", ROOT / SYNTH_FILE)
@@ -165,14 +157,6 @@ def build(atc_models, name: str):
     return getattr(atc_models, cls)(**kwargs)
 
 
-def _dtype(t) -> str:
-    return str(t.dtype).replace("torch.", "")
-
-
-def state_numpy(sd) -> dict:
-    return {k: v.detach().cpu().numpy().copy() for k, v in sd.items()}
-
-
 def _versions() -> dict:
     import librosa
     import soundfile
@@ -191,20 +175,6 @@ def _versions() -> dict:
         "libsndfile": soundfile.__libsndfile_version__,
         "safetensors": importlib.metadata.version("safetensors"),
     }
-
-
-def _cpu_name() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def _platform() -> dict:
-    return {"os": f"{platform.system()} {platform.machine()}", "platform": platform.platform(), "cpu": _cpu_name()}
 
 
 # ------------------------------------------------------------------------------------------ audio
@@ -376,10 +346,6 @@ def store_labels(store: Path) -> list[str]:
 
 class _Stop(Exception):
     pass
-
-
-def _seeded(seed: int, key: str, salt: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(key.encode()), salt]))
 
 
 def calibration_clips(store: Path, sr: int) -> tuple[list[np.ndarray], list[str], int]:
