@@ -312,6 +312,18 @@ def test_bad_run_configs_fail_in_one_line_naming_the_field(effnet_run, tmp_path,
     assert words in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_cnn14_run_with_fewer_than_32_mel_bins_fails_in_one_line(effnet_run, tmp_path):
+    """CNN14 pools five times by 2: 16 mel bins would reach a 0-size map deep in the body; refused at read."""
+    from porting.families.melcnn.reader import read_run
+
+    run = _copy(effnet_run, tmp_path)
+    _edit_config(run, "model_name: efficientnet_v2_s", "model_name: panns_cnn14")
+    _edit_config(run, "n_mels: 64", "n_mels: 16")
+    with pytest.raises(UnsupportedModelError) as e:
+        read_run(run)
+    assert "at least 32 mel bins" in str(e.value) and "\n" not in str(e.value)
+
+
 def _save(run: Path, state):
     p = run / "best_efficientnet_v2.pth"
     p.unlink()

@@ -94,7 +94,3 @@ def fit_clip(waveform: torch.Tensor, clip: int) -> torch.Tensor:
     if n < clip:
         return torch.nn.functional.pad(waveform, (0, clip - n))
     return waveform
-
-
-def n_frames(samples: int, hop: int) -> int:
-    return 1 + samples // hop

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ...errors import MalformedModelError, UnsupportedModelError
-from .bodies import BODIES, GHOST
+from .bodies import BODIES, GHOST, min_frames
 
 CONFIG = Path(".hydra") / "config.yaml"
 CLASS_NAMES = "class_names.txt"
@@ -200,6 +200,12 @@ def read_run(path: str | Path) -> RunSpec:
         raise UnsupportedModelError(f"{cfg_path}: model.norm_choice {norm!r} replaces the BatchNorms; porting "
                                     "rebuilds keep_bn / freeze_bn runs")
     frontend = frontend_of(cfg, cfg_path)
+    need = min_frames(body)
+    frames = 1 + frontend["clip_samples"] // frontend["hop_length"]
+    if min(frontend["n_mels"], frames) < need:
+        raise UnsupportedModelError(f"{cfg_path}: {body} pools its input five times by 2, so it needs at least {need} "
+                                    f"mel bins and frames; data.n_mels is {frontend['n_mels']}, a clip has {frames} "
+                                    "frames")
     body_params = {}
     if body == GHOST:
         for key in ("width_mult", "depth_mult"):
